@@ -1,0 +1,3 @@
+"""CaptchaOCR: a self-hosted CAPTCHA-reading service."""
+
+__version__ = "1.0.0"

@@ -1,0 +1,115 @@
+"""Command line: python -m captcha_api {generate,train,evaluate,export} ..."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .ocr.metadata import DEFAULT_MODEL
+
+
+def _generate(args) -> int:
+    from .training.generator import generate
+
+    generate(Path(args.out), args.count, seed=args.seed, workers=args.workers)
+    return 0
+
+
+def _train(args) -> int:
+    from .training.train import TrainConfig, train
+
+    config = TrainConfig(
+        name=args.name,
+        synthetic=[Path(p) for p in args.synthetic],
+        real=[Path(p) for p in args.real],
+        val_real=args.val_real,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        real_repeat=args.real_repeat,
+        synthetic_per_epoch=args.synthetic_per_epoch,
+        patience=args.patience,
+        out_dir=Path(args.out_dir),
+        work_dir=Path(args.work_dir),
+        seed=args.seed,
+        resume=not args.no_resume,
+        init_from=Path(args.init_from) if args.init_from else None,
+    )
+    train(config)
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .training.evaluate import main as evaluate_main
+
+    return evaluate_main(args)
+
+
+def _export(args) -> int:
+    from .training.export import export_onnx
+
+    export_onnx(Path(args.model), Path(args.out) if args.out else None)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m captcha_api", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="write synthetic FSSP-style captchas and labels.csv")
+    gen.add_argument("--count", type=int, required=True)
+    gen.add_argument("--out", required=True)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--workers", type=int, default=2)
+    gen.set_defaults(func=_generate)
+
+    tr = sub.add_parser("train", help="train a CTC-BiLSTM model on generated and real labelled folders")
+    tr.add_argument("--name", default="fssp")
+    tr.add_argument("--synthetic", action="append", default=[], help="generated folder with labels.csv (repeatable)")
+    tr.add_argument("--real", action="append", default=[], help="real labelled folder (repeatable)")
+    tr.add_argument("--val-real", type=int, default=80, help="real images held out for validation")
+    tr.add_argument("--epochs", type=int, default=30)
+    tr.add_argument("--batch-size", type=int, default=64)
+    tr.add_argument("--learning-rate", type=float, default=1e-3)
+    tr.add_argument("--real-repeat", type=int, default=20, help="times each real training image is seen per epoch")
+    tr.add_argument("--synthetic-per-epoch", type=int, default=20000, help="generated images drawn per epoch")
+    tr.add_argument("--patience", type=int, default=6)
+    tr.add_argument("--out-dir", default="model")
+    tr.add_argument("--work-dir", default="runs/fssp")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--no-resume", action="store_true")
+    tr.add_argument("--init-from", help="start from the weights of this .keras model")
+    tr.set_defaults(func=_train)
+
+    ev = sub.add_parser("evaluate", help="measure a model on a labelled folder")
+    ev.add_argument("--data", required=True, action="append")
+    ev.add_argument("--model", default=str(DEFAULT_MODEL))
+    ev.add_argument("--runtime", default="auto", choices=["auto", "keras", "onnx"])
+    ev.add_argument("--json", action="store_true", help="end stdout with one JSON line of the figures")
+    ev.add_argument("--record", metavar="KEY", help="store the figures in the model's metadata under KEY")
+    ev.add_argument("--files", help="only the file names listed in this text file")
+    ev.add_argument("--batch-size", type=int, default=64)
+    ev.set_defaults(func=_evaluate)
+
+    ex = sub.add_parser("export", help="write the ONNX artifact beside a Keras model")
+    ex.add_argument("--model", default=str(DEFAULT_MODEL.with_suffix(".keras")))
+    ex.add_argument("--out")
+    ex.set_defaults(func=_export)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

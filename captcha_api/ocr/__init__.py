@@ -1,0 +1,1 @@
+"""Recognition core: alphabet, preprocessing, model, CTC decoding, runtimes. No Flask here."""

@@ -1,0 +1,111 @@
+"""Bytes -> model input. One place for the input size, used by training and serving alike.
+
+Steps:
+1. decode the bytes (by content, not by name) with a pixel-count guard against decompression bombs;
+2. take the first frame, composite any transparency on white, bring every mode to 8-bit RGB;
+3. resize to IMAGE_WIDTH x IMAGE_HEIGHT;
+4. scale to float32 in [0, 1] and transpose to (width, height, 3) so that time runs along the width.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Iterable
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import ImageTooLarge, InvalidImage, UnreadableImage, UnsupportedImageFormat
+
+IMAGE_WIDTH = 200
+IMAGE_HEIGHT = 60
+INPUT_SHAPE = (IMAGE_WIDTH, IMAGE_HEIGHT, 3)
+
+SUPPORTED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "GIF", "WEBP")
+DEFAULT_MAX_PIXELS = 4_000_000
+MIN_SIDE = 8
+MAX_ASPECT = 25.0
+
+_SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+
+
+def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode image bytes into a loaded PIL image, refusing formats and sizes we do not serve."""
+    if not data:
+        raise InvalidImage("the image is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLarge(f"the image has too many pixels: {exc}") from None
+    except UnidentifiedImageError:
+        raise InvalidImage("the data is not a recognisable image") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise InvalidImage(f"the image cannot be decoded: {exc}") from None
+    if image.format not in SUPPORTED_FORMATS:
+        raise UnsupportedImageFormat(
+            f"image format {image.format} is not supported; use one of {', '.join(SUPPORTED_FORMATS)}"
+        )
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageTooLarge(f"the image is {width}x{height}; at most {max_pixels} pixels are accepted")
+    try:
+        image.seek(0)
+        image.load()
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise InvalidImage(f"the image is truncated or corrupt: {exc}") from None
+    return image
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode -> 8-bit RGB; transparency is composited on white."""
+    if image.mode in _SIXTEEN_BIT_MODES:
+        scale = 257.0 if np.asarray(image).max() > 255 else 1.0
+        grey = np.clip(np.asarray(image, dtype=np.float64) / scale, 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    if image.mode == "F":
+        grey = np.clip(np.asarray(image), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if image.mode != "RGB":
+        return image.convert("RGB")
+    return image
+
+
+def check_readable(image: Image.Image) -> None:
+    width, height = image.size
+    if min(width, height) < MIN_SIDE:
+        raise UnreadableImage(f"the image is {width}x{height}; each side must be at least {MIN_SIDE} pixels")
+    aspect = width / height
+    if not 1 / MAX_ASPECT <= aspect <= MAX_ASPECT:
+        raise UnreadableImage(f"the image is {width}x{height}; its proportions are too far from a captcha's")
+
+
+def image_to_array(image: Image.Image) -> np.ndarray:
+    """A PIL image -> float32 array (IMAGE_WIDTH, IMAGE_HEIGHT, 3) in [0, 1]."""
+    rgb = to_rgb(image)
+    if rgb.size != (IMAGE_WIDTH, IMAGE_HEIGHT):
+        rgb = rgb.resize((IMAGE_WIDTH, IMAGE_HEIGHT), Image.Resampling.BILINEAR)
+    array = np.asarray(rgb, dtype=np.float32) * (1.0 / 255.0)
+    return array.transpose(1, 0, 2)
+
+
+def preprocess(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Image bytes -> one model input of shape INPUT_SHAPE."""
+    image = open_image(data, max_pixels)
+    check_readable(image)
+    return image_to_array(image)
+
+
+def preprocess_batch(items: Iterable[bytes], max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Several images -> (n, *INPUT_SHAPE); any bad image raises."""
+    arrays = [preprocess(data, max_pixels) for data in items]
+    if not arrays:
+        return np.zeros((0, *INPUT_SHAPE), dtype=np.float32)
+    return np.stack(arrays)

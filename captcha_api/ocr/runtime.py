@@ -1,0 +1,93 @@
+"""Model runtimes: the Keras model itself, or its ONNX export run by ONNX Runtime (no TensorFlow imported).
+
+A runtime maps a float32 batch (N, 200, 60, 3) to CTC probabilities (N, T, classes); a Recognizer adds the
+metadata, preprocessing and decoding around it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .decoding import Reading, greedy_decode_batch
+from .metadata import ModelMetadata, artifact_paths
+from .preprocess import DEFAULT_MAX_PIXELS, INPUT_SHAPE, preprocess
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = ("auto", "onnx", "keras")
+
+
+class KerasRuntime:
+    name = "keras"
+
+    def __init__(self, path: Path):
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import keras
+
+        self.path = Path(path)
+        self.model = keras.saving.load_model(self.path, compile=False)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model(batch, training=False))
+
+
+class OnnxRuntime:
+    name = "onnx"
+
+    def __init__(self, path: Path, threads: int = 1):
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: batch})[0]
+
+
+def choose_runtime(model: Path | str, runtime: str = "auto", threads: int = 1):
+    keras_path, onnx_path, _ = artifact_paths(model)
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, not {runtime!r}")
+    if runtime == "auto":
+        has_ort = importlib.util.find_spec("onnxruntime") is not None
+        runtime = "onnx" if onnx_path.is_file() and has_ort else "keras"
+    if runtime == "onnx":
+        return OnnxRuntime(onnx_path, threads)
+    return KerasRuntime(keras_path)
+
+
+class Recognizer:
+    """A loaded model with its metadata: bytes or arrays in, readings out."""
+
+    def __init__(self, model: Path | str, runtime: str = "auto", threads: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS):
+        _, _, meta_path = artifact_paths(model)
+        self.metadata = ModelMetadata.load(meta_path)
+        self.alphabet = self.metadata.charset
+        self.runtime = choose_runtime(model, runtime, threads)
+        self.max_pixels = max_pixels
+        self.path = self.runtime.path
+        log.info("loaded model %s (%s runtime)", self.path, self.runtime.name)
+
+    def read_arrays(self, batch: np.ndarray) -> list[Reading]:
+        if batch.shape[1:] != INPUT_SHAPE:
+            raise ValueError(f"expected a batch of {INPUT_SHAPE}, got {batch.shape}")
+        if len(batch) == 0:
+            return []
+        return greedy_decode_batch(self.runtime(np.ascontiguousarray(batch, dtype=np.float32)), self.alphabet)
+
+    def read(self, data: bytes) -> Reading:
+        return self.read_arrays(preprocess(data, self.max_pixels)[None])[0]
+
+    def read_many(self, items: Sequence[bytes]) -> list[Reading]:
+        return self.read_arrays(np.stack([preprocess(d, self.max_pixels) for d in items]))

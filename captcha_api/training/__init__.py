@@ -1,0 +1,1 @@
+"""Training tools: synthetic generator, data loading, training, evaluation, export."""

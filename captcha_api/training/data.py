@@ -1,0 +1,119 @@
+"""Labelled folders, in-memory data sets and augmentation for training."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..ocr.alphabet import Alphabet
+from ..ocr.model import PAD
+from ..ocr.preprocess import IMAGE_HEIGHT, IMAGE_WIDTH, preprocess
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+@dataclass
+class LabelledFolder:
+    root: Path
+    files: list[Path]
+    texts: list[str]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def subset(self, indices) -> "LabelledFolder":
+        return LabelledFolder(self.root, [self.files[i] for i in indices], [self.texts[i] for i in indices])
+
+
+def read_labels(root: Path | str) -> LabelledFolder:
+    """A folder with labels.csv (filename,text; images beside it or in images/), or images named by their text."""
+    root = Path(root)
+    labels = root / "labels.csv"
+    image_dir = root / "images" if (root / "images").is_dir() else root
+    files, texts = [], []
+    if labels.is_file():
+        with open(labels, newline="", encoding="utf-8") as handle:
+            for row in csv.DictReader(handle):
+                files.append(image_dir / row["filename"])
+                texts.append(row["text"].strip().lower())
+    else:
+        for path in sorted(image_dir.iterdir()):
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                files.append(path)
+                texts.append(path.stem.split("_")[0].lower())
+    if not files:
+        raise ValueError(f"{root} holds no labelled images (labels.csv or images named by their text)")
+    return LabelledFolder(root, files, texts)
+
+
+def load_images(files: list[Path], workers: int = 2) -> np.ndarray:
+    """Files -> uint8 array (n, W, H, 3) through the serving preprocessing."""
+
+    def one(path: Path) -> np.ndarray:
+        return np.round(preprocess(path.read_bytes()) * 255).astype(np.uint8)
+
+    with ThreadPoolExecutor(workers) as pool:
+        return np.stack(list(pool.map(one, files)))
+
+
+def encode_labels(texts: list[str], alphabet: Alphabet, max_length: int) -> np.ndarray:
+    out = np.full((len(texts), max_length), PAD, dtype=np.int32)
+    for i, text in enumerate(texts):
+        if len(text) > max_length:
+            raise ValueError(f"label {text!r} is longer than {max_length}")
+        out[i, : len(text)] = alphabet.encode(text)
+    return out
+
+
+def split_holdout(folder: LabelledFolder, count: int, seed: int) -> tuple[LabelledFolder, LabelledFolder]:
+    """(train, held out): a seeded random choice of `count` images, independent of file order."""
+    order = sorted(range(len(folder)), key=lambda i: folder.files[i].name)
+    rng = np.random.default_rng(seed)
+    rng.shuffle(order)
+    return folder.subset(sorted(order[count:])), folder.subset(sorted(order[:count]))
+
+
+def augment(images: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """uint8 (n, W, H, 3) -> float32 in [0, 1]: small affine warps, colour, contrast and noise.
+    `strength` 0 leaves images untouched; 1 is the full range used for real captchas."""
+    out = images.astype(np.float32) / 255.0
+    if strength <= 0:
+        return out
+    for i in range(len(out)):
+        if rng.random() < 0.8 * strength:
+            out[i] = _warp(images[i], rng, strength)
+    n = len(out)
+    contrast = rng.uniform(1 - 0.25 * strength, 1 + 0.15 * strength, size=(n, 1, 1, 1))
+    brightness = rng.uniform(-0.08, 0.08, size=(n, 1, 1, 1)) * strength
+    colour = rng.uniform(-0.05, 0.05, size=(n, 1, 1, 3)) * strength
+    mean = out.mean(axis=(1, 2, 3), keepdims=True)
+    out = (out - mean) * contrast + mean + brightness + colour
+    sigma = rng.uniform(0, 0.04 * strength, size=(n, 1, 1, 1))
+    out += rng.standard_normal(out.shape, dtype=np.float32) * sigma.astype(np.float32)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def _warp(image: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    pil = Image.fromarray(image.transpose(1, 0, 2))
+    sx = 1 + rng.uniform(-0.12, 0.12) * strength
+    sy = 1 + rng.uniform(-0.12, 0.12) * strength
+    shear = rng.uniform(-0.15, 0.15) * strength
+    tx = rng.uniform(-12, 12) * strength
+    ty = rng.uniform(-5, 5) * strength
+    cx, cy = IMAGE_WIDTH / 2, IMAGE_HEIGHT / 2
+    # inverse map: output (x, y) samples input (a x + b y + c, d x + e y + f), centred
+    a, b, d, e = 1 / sx, shear, 0.0, 1 / sy
+    c = cx - a * cx - b * cy - tx
+    f = cy - d * cx - e * cy - ty
+    edges = np.concatenate([image[:2], image[-2:]]).reshape(-1, 3)
+    background = tuple(int(v) for v in edges.mean(axis=0))
+    warped = pil.transform(pil.size, Image.Transform.AFFINE, (a, b, c, d, e, f), Image.Resampling.BILINEAR, fillcolor=background)
+    return np.asarray(warped, dtype=np.float32).transpose(1, 0, 2) / 255.0

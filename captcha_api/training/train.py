@@ -1,0 +1,273 @@
+"""Training: generated plus real labelled captchas, validation on held-out real images, early stopping,
+checkpoints that a later run resumes from, and a training-curve PNG."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..ocr.alphabet import FSSP, Alphabet
+from ..ocr.decoding import greedy_decode_batch
+from ..ocr.metadata import ModelMetadata, artifact_paths
+from .data import LabelledFolder, augment, encode_labels, load_images, read_labels, split_holdout
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras  # noqa: E402
+
+from ..ocr.model import ARCHITECTURE, build_training_model, inference_model, make_ctc_loss  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    name: str = "fssp"
+    synthetic: list[Path] = field(default_factory=list)
+    real: list[Path] = field(default_factory=list)
+    val_real: int = 80
+    epochs: int = 30
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    real_repeat: int = 20
+    synthetic_per_epoch: int = 20000
+    patience: int = 6
+    out_dir: Path = Path("model")
+    work_dir: Path = Path("runs/fssp")
+    seed: int = 0
+    resume: bool = True
+    init_from: Path | None = None
+    synthetic_strength: float = 0.35
+    real_strength: float = 1.0
+    max_length: int | None = None
+    alphabet: str | None = None
+
+
+def choose_alphabet(texts: list[str], requested: str | None) -> Alphabet:
+    if requested:
+        return Alphabet(requested)
+    if FSSP.covers("".join(texts)):
+        return FSSP
+    return Alphabet("".join(sorted(set("".join(texts)))))
+
+
+def concat(folders: list[LabelledFolder]) -> LabelledFolder:
+    if not folders:
+        return LabelledFolder(Path("."), [], [])
+    return LabelledFolder(folders[0].root, [f for d in folders for f in d.files], [t for d in folders for t in d.texts])
+
+
+class MixedBatches(keras.utils.PyDataset):
+    """Each epoch: a fresh sample of generated images and every real training image `repeat` times, shuffled,
+    augmented per batch (real images harder than generated ones)."""
+
+    def __init__(self, syn_x, syn_y, real_x, real_y, config: TrainConfig):
+        super().__init__(workers=2)
+        self.x = np.concatenate([syn_x, real_x]) if len(real_x) else syn_x
+        self.y = np.concatenate([syn_y, real_y]) if len(real_y) else syn_y
+        self.is_real = np.r_[np.zeros(len(syn_x), bool), np.ones(len(real_x), bool)]
+        self.n_syn = len(syn_x)
+        self.real_index = np.repeat(np.arange(len(syn_x), len(self.x)), config.real_repeat)
+        self.config = config
+        self.epoch = 0
+        self.on_epoch_end()
+
+    def __len__(self) -> int:
+        return math.ceil((min(self.n_syn, self.config.synthetic_per_epoch) + len(self.real_index)) / self.config.batch_size)
+
+    def on_epoch_end(self) -> None:
+        rng = np.random.default_rng([self.config.seed, self.epoch])
+        synthetic = rng.choice(self.n_syn, size=min(self.n_syn, self.config.synthetic_per_epoch), replace=False)
+        self.order = rng.permutation(np.r_[synthetic, self.real_index])
+        self.epoch += 1
+
+    def __getitem__(self, i):
+        ids = self.order[i * self.config.batch_size : (i + 1) * self.config.batch_size]
+        rng = np.random.default_rng([self.config.seed, self.epoch, i])
+        real = self.is_real[ids]
+        batch = np.empty((len(ids), *self.x.shape[1:]), dtype=np.float32)
+        if (~real).any():
+            batch[~real] = augment(self.x[ids[~real]], rng, self.config.synthetic_strength)
+        if real.any():
+            batch[real] = augment(self.x[ids[real]], rng, self.config.real_strength)
+        return batch, self.y[ids]
+
+
+class Progress(keras.callbacks.Callback):
+    """Exact match on held-out real and generated images each epoch; keeps the best serving model,
+    checkpoints for resume, stops early, draws the training curve."""
+
+    def __init__(self, config, alphabet, val_sets, state, metadata):
+        super().__init__()
+        self.config, self.alphabet, self.val_sets, self.state, self.metadata = config, alphabet, val_sets, state, metadata
+        self.started = time.monotonic()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        lr = cosine_lr(epoch, self.config)
+        self.model.optimizer.learning_rate.assign(lr)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        serving = inference_model(self.model)
+        for key, (x, texts) in self.val_sets.items():
+            probs = np.asarray(serving.predict(x, batch_size=256, verbose=0))
+            readings = greedy_decode_batch(probs, self.alphabet)
+            logs[f"{key}_exact"] = float(np.mean([r.text == t for r, t in zip(readings, texts)]))
+        logs["lr"] = float(self.model.optimizer.learning_rate.numpy())
+        self.state["seconds"] += time.monotonic() - self.started
+        self.started = time.monotonic()
+        record = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}}
+        self.state["history"].append(record)
+        score = (logs.get("val_exact", 0.0), -logs.get("val_loss", 0.0))
+        if self.state["best"] is None or score > tuple(self.state["best"]):
+            self.state["best"] = list(score)
+            self.state["best_epoch"] = epoch + 1
+            self.save_serving(serving)
+        log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"))
+        self.model.save(self.config.work_dir / "last.keras")
+        self.state["epoch"] = epoch + 1
+        (self.config.work_dir / "state.json").write_text(json.dumps(self.state, indent=1))
+        plot_curve(self.state["history"], self.config.work_dir / "curve.png")
+        if epoch + 1 - self.state["best_epoch"] >= self.config.patience:
+            log.info("no improvement for %d epochs: stopping", self.config.patience)
+            self.model.stop_training = True
+
+    def save_serving(self, serving):
+        keras_path, _, meta_path = artifact_paths(self.config.out_dir / self.config.name)
+        serving.save(keras_path)
+        self.metadata.training.update(
+            best_epoch=self.state["best_epoch"],
+            training_seconds=round(self.state["seconds"]),
+            history=self.state["history"],
+        )
+        self.metadata.save(meta_path)
+        log.info("saved %s", keras_path)
+
+
+def cosine_lr(epoch: int, config: TrainConfig) -> float:
+    warm = 1
+    if epoch < warm:
+        return config.learning_rate * 0.3
+    progress = (epoch - warm) / max(1, config.epochs - warm)
+    return max(1e-5, config.learning_rate * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def plot_curve(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for key in ("loss", "val_loss"):
+        left.plot(epochs, [h.get(key, np.nan) for h in history], label=key)
+    left.set_yscale("log")
+    left.set_xlabel("epoch")
+    left.set_title("CTC loss")
+    left.legend()
+    for key in ("val_exact", "syn_exact"):
+        right.plot(epochs, [h.get(key, np.nan) for h in history], label=key)
+    right.set_xlabel("epoch")
+    right.set_title("exact match")
+    right.set_ylim(0, 1)
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def train(config: TrainConfig) -> Path:
+    keras.utils.set_random_seed(config.seed)
+    config.work_dir.mkdir(parents=True, exist_ok=True)
+    config.out_dir.mkdir(parents=True, exist_ok=True)
+    synthetic = concat([read_labels(p) for p in config.synthetic])
+    real = concat([read_labels(p) for p in config.real])
+    if not len(synthetic) and not len(real):
+        raise ValueError("no training data: give --synthetic and/or --real folders")
+    real_train, real_val = split_holdout(real, min(config.val_real, len(real) // 2), config.seed) if len(real) else (real, real)
+    syn_train, syn_val = (synthetic.subset(range(len(synthetic) - 1000)), synthetic.subset(range(len(synthetic) - 1000, len(synthetic)))) if len(synthetic) > 5000 else (synthetic, synthetic.subset([]))
+    all_texts = synthetic.texts + real.texts
+    alphabet = choose_alphabet(all_texts, config.alphabet)
+    max_length = config.max_length or max(7 if alphabet == FSSP else 0, max(map(len, all_texts)))
+
+    log.info("loading images: %d generated, %d real for training, %d real held out", len(syn_train), len(real_train), len(real_val))
+    t0 = time.monotonic()
+    empty = np.zeros((0, 200, 60, 3), np.uint8)
+    syn_x = load_images(syn_train.files) if len(syn_train) else empty
+    real_x = load_images(real_train.files) if len(real_train) else empty
+    val_x = load_images(real_val.files).astype(np.float32) / 255.0 if len(real_val) else None
+    sval_x = load_images(syn_val.files).astype(np.float32) / 255.0 if len(syn_val) else None
+    log.info("loaded in %.0f s", time.monotonic() - t0)
+    syn_y = encode_labels(syn_train.texts, alphabet, max_length)
+    real_y = encode_labels(real_train.texts, alphabet, max_length)
+
+    data = MixedBatches(syn_x, syn_y, real_x, real_y, config)
+    val_sets = {}
+    validation_data = None
+    if val_x is not None:
+        val_sets["val"] = (val_x, real_val.texts)
+        validation_data = (val_x, encode_labels(real_val.texts, alphabet, max_length))
+    if sval_x is not None:
+        val_sets["syn"] = (sval_x, syn_val.texts)
+
+    loss = make_ctc_loss(alphabet.blank_index)
+    state_path = config.work_dir / "state.json"
+    last = config.work_dir / "last.keras"
+    if config.resume and last.is_file() and state_path.is_file():
+        model = keras.saving.load_model(last, custom_objects={"ctc_loss": loss})
+        state = json.loads(state_path.read_text())
+        log.info("resuming from %s after epoch %d", last, state["epoch"])
+    else:
+        model = build_training_model(alphabet.num_classes)
+        if config.init_from:
+            source = keras.saving.load_model(config.init_from, compile=False)
+            for layer in model.layers:
+                if layer.weights and layer.name in {lyr.name for lyr in source.layers}:
+                    layer.set_weights(source.get_layer(layer.name).get_weights())
+            log.info("initialised from %s", config.init_from)
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=5.0), loss=loss)
+        state = {"epoch": 0, "best": None, "best_epoch": 0, "seconds": 0.0, "history": []}
+    data.epoch = state["epoch"]
+    data.on_epoch_end()
+
+    metadata = ModelMetadata(
+        name=config.name,
+        alphabet=alphabet.chars,
+        blank_index=alphabet.blank_index,
+        max_length=max_length,
+        min_length=min(map(len, all_texts)),
+        version=__version__,
+        architecture=ARCHITECTURE,
+        training={
+            "generated_images": len(syn_train),
+            "generated_folders": [str(p) for p in config.synthetic],
+            "real_images": len(real_train),
+            "real_folders": [str(p) for p in config.real],
+            "real_repeat_per_epoch": config.real_repeat,
+            "generated_per_epoch": min(len(syn_train), config.synthetic_per_epoch),
+            "holdout_files": [f.name for f in real_val.files],
+            "batch_size": config.batch_size,
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU",
+        },
+    )
+    progress = Progress(config, alphabet, val_sets, state, metadata)
+    model.fit(
+        data,
+        epochs=config.epochs,
+        initial_epoch=state["epoch"],
+        validation_data=validation_data,
+        callbacks=[progress],
+        verbose=1,
+    )
+    keras_path, _, _ = artifact_paths(config.out_dir / config.name)
+    log.info("best epoch %d; serving model at %s; %.0f s of training", state["best_epoch"], keras_path, state["seconds"])
+    return keras_path
