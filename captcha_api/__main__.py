@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="end stdout with one JSON line of the figures")
     ev.add_argument("--record", metavar="KEY", help="store the figures in the model's metadata under KEY")
     ev.add_argument("--files", help="only the file names listed in this text file")
+    ev.add_argument("--holdout", action="store_true", help="only the real images the model held out from training")
     ev.add_argument("--batch-size", type=int, default=64)
     ev.set_defaults(func=_evaluate)
 

@@ -29,12 +29,16 @@ class KerasRuntime:
     def __init__(self, path: Path):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         import keras
+        import tensorflow as tf
 
         self.path = Path(path)
         self.model = keras.saving.load_model(self.path, compile=False)
+        spec = tf.TensorSpec((None, *INPUT_SHAPE), tf.float32)
+        # One traced graph for every batch size; eager calls would cost tens of ms each.
+        self._run = tf.function(lambda batch: self.model(batch, training=False), input_signature=[spec])
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return np.asarray(self.model(batch, training=False))
+        return self._run(batch).numpy()
 
 
 class OnnxRuntime:
@@ -78,6 +82,10 @@ class Recognizer:
         self.max_pixels = max_pixels
         self.path = self.runtime.path
         log.info("loaded model %s (%s runtime)", self.path, self.runtime.name)
+
+    def warm_up(self) -> None:
+        """Run the model once so the first real request does not pay for graph set-up."""
+        self.read_arrays(np.full((1, *INPUT_SHAPE), 0.9, dtype=np.float32))
 
     def read_arrays(self, batch: np.ndarray) -> list[Reading]:
         if batch.shape[1:] != INPUT_SHAPE:

@@ -1,0 +1,55 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from flask import Flask
+
+from . import api, errors, logs, security
+from .config import load_settings
+from .extensions import cors, limiter
+from .ocr.runtime import Recognizer
+
+log = logging.getLogger(__name__)
+
+
+def create_app(test_config: Mapping | None = None) -> Flask:
+    """Build the app: settings from CAPTCHA_* variables (overlaid by `test_config`), then the model, once."""
+    settings = load_settings(overrides=test_config)
+    app = Flask(__name__)
+    app.config.from_mapping(
+        SETTINGS=settings,
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        RATELIMIT_STORAGE_URI=settings.ratelimit_storage_uri,
+        RATELIMIT_HEADERS_ENABLED=True,
+        RATELIMIT_SWALLOW_ERRORS=True,
+        RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
+        JSON_SORT_KEYS=False,
+    )
+    logs.init_app(app)  # first, so the request id exists before any other hook can fail
+    security.init_app(app)
+    errors.init_app(app)
+    limiter.init_app(app)
+    cors.init_app(
+        app,
+        origins=list(settings.cors_origins),
+        methods=["GET", "POST"],
+        allow_headers=["Content-Type", "X-API-Key", "X-Request-ID"],
+        expose_headers=["Retry-After", "X-Request-ID"],
+    )
+    app.register_blueprint(api.bp)
+    app.extensions["recognizer"] = load_model(settings)
+    return app
+
+
+def load_model(settings) -> Recognizer | None:
+    """The model for this worker; on failure the service still starts and answers 503 until fixed."""
+    try:
+        recognizer = Recognizer(settings.model, settings.runtime, settings.threads, settings.max_pixels)
+    except (OSError, ValueError, ImportError) as exc:
+        log.error("could not load the model %s: %s", settings.model, exc)
+        return None
+    recognizer.warm_up()
+    return recognizer

@@ -1,0 +1,140 @@
+"""Settings from CAPTCHA_* environment variables, typed and validated once at start-up."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from .ocr.metadata import DEFAULT_MODEL
+from .ocr.runtime import RUNTIMES
+
+PREFIX = "CAPTCHA_"
+
+
+class ConfigError(ValueError):
+    """A setting is missing, malformed or unsafe; the message names the variable."""
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true/false, got {text!r}")
+
+
+def _list(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def _limit(text: str) -> str:
+    value = text.strip()
+    if value in ("", "0", "off", "none"):
+        return ""
+    from limits import parse_many
+
+    parse_many(value)  # raises ValueError on a malformed limit string
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: Path = DEFAULT_MODEL
+    runtime: str = "auto"
+    threads: int = 1
+    api_keys: tuple[str, ...] = ()
+    allow_open: bool = False
+    rate_limit: str = "600/minute"
+    batch_rate_limit: str = "60/minute"
+    ratelimit_storage_uri: str = "memory://"
+    cors_origins: tuple[str, ...] = ()
+    max_image_bytes: int = 500 * 1024
+    max_batch: int = 64
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_pixels: int = 4_000_000
+    host: str = "127.0.0.1"
+    port: int = 5000
+    log_level: str = "INFO"
+
+    @property
+    def open_access(self) -> bool:
+        return not self.api_keys
+
+    def validate(self) -> Settings:
+        if self.runtime not in RUNTIMES:
+            raise ConfigError(f"{PREFIX}RUNTIME must be one of {', '.join(RUNTIMES)}, not {self.runtime!r}")
+        for name in ("threads", "max_image_bytes", "max_batch", "max_body_bytes", "max_pixels"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{PREFIX}{name.upper()} must be a positive number")
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"{PREFIX}PORT must be between 1 and 65535, not {self.port}")
+        if self.max_body_bytes < self.max_image_bytes:
+            raise ConfigError(f"{PREFIX}MAX_BODY_BYTES must be at least {PREFIX}MAX_IMAGE_BYTES")
+        if self.ratelimit_storage_uri.split("://")[0] not in ("memory", "redis", "rediss", "redis+sentinel", "memcached"):
+            raise ConfigError(f"{PREFIX}RATELIMIT_STORAGE_URI must be memory://, redis://host:port or similar")
+        if any(len(key) < 16 for key in self.api_keys):
+            raise ConfigError(f"{PREFIX}API_KEYS: every key must be at least 16 characters long")
+        if self.open_access and not is_loopback(self.host) and not self.allow_open:
+            raise ConfigError(
+                f"no API key is configured and {PREFIX}HOST={self.host} is not a loopback address: set "
+                f"{PREFIX}API_KEYS, listen on 127.0.0.1, or set {PREFIX}ALLOW_OPEN=true to run open on purpose"
+            )
+        return self
+
+
+PARSERS = {
+    "model": Path,
+    "runtime": lambda s: s.strip().lower(),
+    "threads": int,
+    "api_keys": _list,
+    "allow_open": _bool,
+    "rate_limit": _limit,
+    "batch_rate_limit": _limit,
+    "ratelimit_storage_uri": str.strip,
+    "cors_origins": _list,
+    "max_image_bytes": int,
+    "max_batch": int,
+    "max_body_bytes": int,
+    "max_pixels": int,
+    "host": str.strip,
+    "port": int,
+    "log_level": lambda s: s.strip().upper(),
+}
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping | None = None) -> Settings:
+    """Defaults, then CAPTCHA_* variables, then `overrides` (field names, already typed; for tests)."""
+    environ = os.environ if environ is None else environ
+    values = {}
+    for field in fields(Settings):
+        raw = environ.get(PREFIX + field.name.upper())
+        if raw is None:
+            continue
+        try:
+            values[field.name] = PARSERS[field.name](raw)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{PREFIX}{field.name.upper()}={raw!r} is not valid: {exc}") from None
+    settings = replace(Settings(), **values)
+    if overrides:
+        unknown = set(overrides) - {f.name for f in fields(Settings)}
+        if unknown:
+            raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
+        typed = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+        for key in ("rate_limit", "batch_rate_limit"):
+            if key in typed:
+                typed[key] = _limit(str(typed[key] or ""))
+        settings = replace(settings, **typed)
+    return settings.validate()

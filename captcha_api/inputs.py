@@ -1,0 +1,128 @@
+"""Request bodies -> image bytes: multipart files, JSON base64 strings and data URLs, with size limits."""
+
+from __future__ import annotations
+
+import binascii
+import re
+
+from flask import Request
+
+from .errors import ApiError
+from .ocr.errors import CaptchaError, ImageTooLarge
+
+IMAGE_FIELDS = ("image", "image_base64", "text")  # the last two are names older clients send
+DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+(=[\w.+-]+)?)*),", re.ASCII)
+WHITESPACE = re.compile(rb"\s+")
+
+
+def decode_base64(value: str, max_bytes: int) -> bytes:
+    """A base64 string or data URL -> bytes; refuses oversized payloads before decoding them."""
+    text = value.strip()
+    match = DATA_URL.match(text)
+    if match:
+        if ";base64" not in (match.group("params") or ""):
+            raise ApiError(400, "invalid_base64", "only base64 data URLs are accepted (data:image/png;base64,...)")
+        text = text[match.end() :]
+    try:
+        raw = WHITESPACE.sub(b"", text.encode("ascii"))
+    except UnicodeEncodeError:
+        raise ApiError(400, "invalid_base64", "the image is not valid base64: it holds non-ASCII characters") from None
+    if not raw:
+        raise ApiError(400, "missing_image", "the image string is empty")
+    if len(raw) * 3 // 4 > max_bytes:
+        raise ImageTooLarge(f"the image is larger than {max_bytes} bytes")
+    raw += b"=" * (-len(raw) % 4)
+    try:
+        data = binascii.a2b_base64(raw, strict_mode=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ApiError(400, "invalid_base64", f"the image is not valid base64: {exc}") from None
+    if len(data) > max_bytes:
+        raise ImageTooLarge(f"the image is larger than {max_bytes} bytes")
+    return data
+
+
+def _read_file(storage, max_bytes: int) -> bytes:
+    data = storage.stream.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ImageTooLarge(f"the image is larger than {max_bytes} bytes")
+    if not data:
+        raise ApiError(400, "missing_image", f"the uploaded file {storage.name!r} is empty")
+    return data
+
+
+def _json_object(request: Request) -> dict:
+    body = request.get_json(silent=True)
+    if body is None:
+        raise ApiError(400, "invalid_json", "the body is not valid JSON")
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "the JSON body must be an object")
+    return body
+
+
+def _is_multipart(request: Request) -> bool:
+    return request.mimetype == "multipart/form-data"
+
+
+def _unsupported(request: Request) -> ApiError:
+    return ApiError(
+        415,
+        "unsupported_media_type",
+        f"send multipart/form-data or application/json, not {request.mimetype or 'no content type'}",
+    )
+
+
+def single_image(request: Request, max_bytes: int) -> bytes:
+    """The image of a /predict request."""
+    if _is_multipart(request):
+        storage = request.files.get("image")
+        if storage is None:
+            raise ApiError(400, "missing_image", "no file in the multipart field 'image'")
+        return _read_file(storage, max_bytes)
+    if request.is_json:
+        body = _json_object(request)
+        for name in IMAGE_FIELDS:
+            if name in body:
+                value = body[name]
+                if not isinstance(value, str):
+                    raise ApiError(400, "invalid_image", f"'{name}' must be a base64 string or data URL")
+                return decode_base64(value, max_bytes)
+        raise ApiError(400, "missing_image", "the JSON body has no 'image' field")
+    raise _unsupported(request)
+
+
+def batch_images(request: Request, max_bytes: int, max_batch: int) -> list[bytes | CaptchaError]:
+    """The images of a /predict-batch request; an entry that cannot be decoded is its error, not a failed batch."""
+    if _is_multipart(request):
+        items = request.files.getlist("images")
+        if not items:
+            raise ApiError(400, "missing_image", "no files in the multipart field 'images'")
+        _check_length(len(items), max_batch)
+        return [_attempt(_read_file, storage, max_bytes) for storage in items]
+    if request.is_json:
+        body = _json_object(request)
+        images = body.get("images")
+        if not isinstance(images, list):
+            raise ApiError(400, "missing_image", "the JSON body needs 'images': a list of base64 strings")
+        if not images:
+            raise ApiError(400, "missing_image", "'images' is empty")
+        _check_length(len(images), max_batch)
+        return [_attempt(_decode_item, value, max_bytes) for value in images]
+    raise _unsupported(request)
+
+
+def _decode_item(value, max_bytes: int) -> bytes:
+    if not isinstance(value, str):
+        raise ApiError(400, "invalid_image", "each image must be a base64 string or data URL")
+    return decode_base64(value, max_bytes)
+
+
+def _check_length(count: int, max_batch: int) -> None:
+    if count > max_batch:
+        raise ApiError(413, "batch_too_large", f"the batch has {count} images; at most {max_batch} are accepted")
+
+
+def _attempt(function, *args):
+    try:
+        return function(*args)
+    except CaptchaError as exc:
+        return exc

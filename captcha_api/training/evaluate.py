@@ -1,0 +1,131 @@
+"""The command by which every model here is judged: exact match, character accuracy, length errors,
+confusions and time per image on a labelled folder."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from ..ocr.metadata import ModelMetadata, artifact_paths
+from ..ocr.preprocess import preprocess
+from ..ocr.runtime import Recognizer
+from .data import read_labels
+
+log = logging.getLogger(__name__)
+
+
+def edit_ops(truth: str, guess: str) -> tuple[int, list[tuple[str, str]]]:
+    """Levenshtein distance and the substituted (truth, guess) character pairs along one best alignment."""
+    n, m = len(truth), len(guess)
+    dist = np.zeros((n + 1, m + 1), dtype=np.int32)
+    dist[:, 0] = np.arange(n + 1)
+    dist[0, :] = np.arange(m + 1)
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            dist[i, j] = min(dist[i - 1, j] + 1, dist[i, j - 1] + 1, dist[i - 1, j - 1] + (truth[i - 1] != guess[j - 1]))
+    pairs = []
+    i, j = n, m
+    while i > 0 and j > 0:
+        if dist[i, j] == dist[i - 1, j - 1] + (truth[i - 1] != guess[j - 1]):
+            if truth[i - 1] != guess[j - 1]:
+                pairs.append((truth[i - 1], guess[j - 1]))
+            i, j = i - 1, j - 1
+        elif dist[i, j] == dist[i - 1, j] + 1:
+            i -= 1
+        else:
+            j -= 1
+    return int(dist[n, m]), pairs
+
+
+def score(truths: list[str], guesses: list[str]) -> dict:
+    distance = 0
+    confusions: Counter = Counter()
+    by_length: dict[int, list[bool]] = {}
+    for truth, guess in zip(truths, guesses):
+        d, pairs = edit_ops(truth, guess)
+        distance += d
+        confusions.update(pairs)
+        by_length.setdefault(len(truth), []).append(truth == guess)
+    n = len(truths)
+    total_chars = sum(map(len, truths))
+    return {
+        "n": n,
+        "exact_match": float(np.mean([t == g for t, g in zip(truths, guesses)])) if n else 0.0,
+        "char_accuracy": 1.0 - distance / total_chars if total_chars else 0.0,
+        "length_errors": sum(len(t) != len(g) for t, g in zip(truths, guesses)),
+        "exact_by_length": {str(k): round(float(np.mean(v)), 4) for k, v in sorted(by_length.items())},
+        "confusions": [[t, g, c] for (t, g), c in confusions.most_common(10)],
+    }
+
+
+def evaluate(model: Path | str, data_dirs: list[Path], runtime: str = "auto", files: set[str] | None = None, batch_size: int = 64) -> tuple[dict, list]:
+    recognizer = Recognizer(model, runtime)
+    paths, truths = [], []
+    for folder in map(read_labels, data_dirs):
+        for path, text in zip(folder.files, folder.texts):
+            if files is None or path.name in files:
+                paths.append(path)
+                truths.append(text)
+    if not paths:
+        raise ValueError("no labelled images to evaluate")
+    blobs = [p.read_bytes() for p in paths]
+    recognizer.read(blobs[0])  # warm-up: first call pays for graph set-up
+    readings = []
+    started = time.perf_counter()
+    for start in range(0, len(blobs), batch_size):
+        batch = np.stack([preprocess(b) for b in blobs[start : start + batch_size]])
+        readings.extend(recognizer.read_arrays(batch))
+    elapsed = time.perf_counter() - started
+    started = time.perf_counter()
+    single = min(len(blobs), 100)
+    for blob in blobs[:single]:
+        recognizer.read(blob)
+    single_ms = (time.perf_counter() - started) / single * 1000
+    figures = score(truths, [r.text for r in readings])
+    figures.update(
+        data=[str(d) for d in data_dirs],
+        model=str(recognizer.path),
+        runtime=recognizer.runtime.name,
+        ms_per_image=round(elapsed / len(blobs) * 1000, 3),
+        ms_per_image_batch1=round(single_ms, 3),
+        batch_size=batch_size,
+    )
+    mistakes = [(p.name, t, r.text, round(r.confidence, 3)) for p, t, r in zip(paths, truths, readings) if t != r.text]
+    return figures, mistakes
+
+
+def main(args) -> int:
+    files = None
+    if args.files:
+        files = {line.strip() for line in Path(args.files).read_text(encoding="utf-8").splitlines() if line.strip()}
+    if getattr(args, "holdout", False):
+        meta = ModelMetadata.load(artifact_paths(args.model)[2])
+        files = set(meta.training.get("holdout_files", []))
+    figures, mistakes = evaluate(args.model, [Path(d) for d in args.data], args.runtime, files, args.batch_size)
+    print(f"images            {figures['n']}")
+    print(f"exact match       {figures['exact_match']:.2%}")
+    print(f"char accuracy     {figures['char_accuracy']:.2%}")
+    print(f"length errors     {figures['length_errors']}")
+    print(f"exact by length   {figures['exact_by_length']}")
+    print(f"confusions        {', '.join(f'{t}->{g} x{c}' for t, g, c in figures['confusions']) or 'none'}")
+    print(f"ms per image      {figures['ms_per_image']} (batch {figures['batch_size']}), {figures['ms_per_image_batch1']} (batch 1), {figures['runtime']} runtime")
+    for name, truth, guess, confidence in mistakes[:20]:
+        print(f"  wrong: {name}  {truth} -> {guess}  ({confidence})")
+    if args.record:
+        meta_path = artifact_paths(args.model)[2]
+        meta = ModelMetadata.load(meta_path)
+        meta.accuracy[args.record] = {
+            key: figures[key]
+            for key in ("data", "n", "exact_match", "char_accuracy", "length_errors", "exact_by_length", "ms_per_image", "runtime")
+        } | {"measured": datetime.date.today().isoformat(), "holdout_only": bool(getattr(args, "holdout", False))}
+        meta.save(meta_path)
+        log.info("recorded as accuracy.%s in %s", args.record, meta_path)
+    if args.json:
+        print(json.dumps(figures, ensure_ascii=False))
+    return 0

@@ -1,0 +1,104 @@
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = Path(os.environ.get("CAPTCHA_DATASETS", ROOT.parent / "shared" / "datasets"))
+
+
+def dataset(name: str) -> Path:
+    path = DATASETS / name
+    if not (path / "labels.csv").is_file() and not path.is_dir():
+        pytest.skip(f"{path} is absent: the real data sets live in ../shared/datasets beside the checkout")
+    return path
+
+
+@pytest.fixture(scope="session")
+def fssp_real() -> Path:
+    return dataset("fssp-real")
+
+
+def encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def captcha_image() -> Image.Image:
+    """A generated FSSP-style captcha (RGB, 200x60)."""
+    from captcha_api.training.generator import sample
+
+    image, _ = sample(seed=123, index=0)
+    return image
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tmp_path_factory) -> Path:
+    """A small real model: the project's network trained for a few steps, saved with metadata and ONNX export."""
+    import keras
+
+    from captcha_api.ocr.alphabet import FSSP
+    from captcha_api.ocr.metadata import ModelMetadata
+    from captcha_api.ocr.model import build_training_model, inference_model, make_ctc_loss
+    from captcha_api.training.data import encode_labels
+    from captcha_api.training.export import export_onnx
+    from captcha_api.training.generator import sample
+
+    keras.utils.set_random_seed(0)
+    pairs = [sample(seed=7, index=i) for i in range(16)]
+    from captcha_api.ocr.preprocess import image_to_array
+
+    x = np.stack([image_to_array(image) for image, _ in pairs])
+    y = encode_labels([text for _, text in pairs], FSSP, 7)
+    model = build_training_model(FSSP.num_classes)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=make_ctc_loss(FSSP.blank_index))
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    base = tmp_path_factory.mktemp("tiny") / "tiny"
+    inference_model(model).save(base.with_suffix(".keras"))
+    ModelMetadata(name="tiny", alphabet=FSSP.chars, blank_index=FSSP.blank_index, max_length=7).save(base.with_suffix(".json"))
+    export_onnx(base.with_suffix(".keras"))
+    return base
+
+
+def rng_probs(rng, steps, classes):
+    p = rng.random((steps, classes))
+    return p / p.sum(axis=1, keepdims=True)
+
+
+KEY = "test-key-0123456789abcdef"
+OTHER_KEY = "other-key-0123456789abcdef"
+
+
+@pytest.fixture
+def make_app(tiny_artifact):
+    """Build an app on the tiny model with settings overridden per test."""
+    from captcha_api.app import create_app
+
+    def build(**overrides):
+        settings = {"model": tiny_artifact, "runtime": "onnx", "api_keys": [KEY], "rate_limit": "", "batch_rate_limit": ""}
+        settings.update(overrides)
+        return create_app(settings)
+
+    return build
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def client(app):
+    client = app.test_client()
+    client.environ_base["HTTP_X_API_KEY"] = KEY
+    return client
+
+
+@pytest.fixture(scope="session")
+def png(captcha_image) -> bytes:
+    return encode(captcha_image, "PNG")

@@ -1,0 +1,89 @@
+"""Settings: environment parsing, defaults and start-up validation."""
+
+from pathlib import Path
+
+import pytest
+
+from captcha_api.config import ConfigError, Settings, load_settings
+from captcha_api.ocr.metadata import DEFAULT_MODEL
+
+
+def test_defaults():
+    settings = load_settings({})
+    assert settings == Settings()
+    assert (settings.host, settings.port) == ("127.0.0.1", 5000)
+    assert settings.model == DEFAULT_MODEL
+    assert settings.max_image_bytes == 500 * 1024
+    assert settings.ratelimit_storage_uri == "memory://"
+
+
+def test_environment_is_typed():
+    settings = load_settings(
+        {
+            "CAPTCHA_MODEL": "/srv/models/mine",
+            "CAPTCHA_RUNTIME": "Keras",
+            "CAPTCHA_API_KEYS": " key-aaaaaaaaaaaaaaaa , key-bbbbbbbbbbbbbbbb ",
+            "CAPTCHA_RATE_LIMIT": "100/minute",
+            "CAPTCHA_RATELIMIT_STORAGE_URI": "redis://127.0.0.1:6379",
+            "CAPTCHA_CORS_ORIGINS": "https://a.example,https://b.example",
+            "CAPTCHA_MAX_IMAGE_BYTES": "2048",
+            "CAPTCHA_MAX_BATCH": "8",
+            "CAPTCHA_HOST": "0.0.0.0",
+            "CAPTCHA_PORT": "8080",
+        }
+    )
+    assert settings.model == Path("/srv/models/mine")
+    assert settings.runtime == "keras"
+    assert settings.api_keys == ("key-aaaaaaaaaaaaaaaa", "key-bbbbbbbbbbbbbbbb")
+    assert settings.rate_limit == "100/minute"
+    assert settings.cors_origins == ("https://a.example", "https://b.example")
+    assert (settings.max_image_bytes, settings.max_batch, settings.port) == (2048, 8, 8080)
+
+
+@pytest.mark.parametrize("value", ["0", "", "off"])
+def test_rate_limit_can_be_turned_off(value):
+    assert load_settings({"CAPTCHA_RATE_LIMIT": value}).rate_limit == ""
+
+
+@pytest.mark.parametrize(
+    "environ, mentions",
+    [
+        ({"CAPTCHA_PORT": "http"}, "CAPTCHA_PORT"),
+        ({"CAPTCHA_PORT": "70000"}, "CAPTCHA_PORT"),
+        ({"CAPTCHA_RUNTIME": "tensorrt"}, "CAPTCHA_RUNTIME"),
+        ({"CAPTCHA_MAX_BATCH": "0"}, "CAPTCHA_MAX_BATCH"),
+        ({"CAPTCHA_MAX_IMAGE_BYTES": "lots"}, "CAPTCHA_MAX_IMAGE_BYTES"),
+        ({"CAPTCHA_RATE_LIMIT": "many per fortnight"}, "CAPTCHA_RATE_LIMIT"),
+        ({"CAPTCHA_RATELIMIT_STORAGE_URI": "postgres://db"}, "CAPTCHA_RATELIMIT_STORAGE_URI"),
+        ({"CAPTCHA_API_KEYS": "short"}, "CAPTCHA_API_KEYS"),
+        ({"CAPTCHA_ALLOW_OPEN": "maybe"}, "CAPTCHA_ALLOW_OPEN"),
+        ({"CAPTCHA_HOST": "0.0.0.0"}, "CAPTCHA_ALLOW_OPEN"),
+        ({"CAPTCHA_HOST": "10.1.2.3"}, "CAPTCHA_API_KEYS"),
+    ],
+)
+def test_bad_settings_are_refused_with_their_name(environ, mentions):
+    with pytest.raises(ConfigError, match=mentions):
+        load_settings(environ)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "127.0.0.2"])
+def test_open_is_fine_on_loopback(host):
+    assert load_settings({"CAPTCHA_HOST": host}).open_access
+
+
+def test_open_on_public_address_only_when_asked():
+    settings = load_settings({"CAPTCHA_HOST": "0.0.0.0", "CAPTCHA_ALLOW_OPEN": "true"})
+    assert settings.open_access and settings.allow_open
+    assert not load_settings({"CAPTCHA_HOST": "0.0.0.0", "CAPTCHA_API_KEYS": "k" * 20}).open_access
+
+
+def test_overrides_are_checked():
+    with pytest.raises(ConfigError, match="unknown"):
+        load_settings({}, {"modle": "typo"})
+
+
+def test_factory_refuses_bad_settings():
+    from captcha_api.app import create_app
+
+    with pytest.raises(ConfigError):
+        create_app({"runtime": "nope"})

@@ -1,0 +1,60 @@
+"""The network itself: it learns, the serving model is cut out by name, and its ONNX export agrees with it."""
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras", reason="training dependencies (requirements-train.txt) are not installed")
+
+from captcha_api.ocr.alphabet import FSSP  # noqa: E402
+from captcha_api.ocr.model import build_training_model, inference_model, make_ctc_loss  # noqa: E402
+from captcha_api.ocr.preprocess import image_to_array  # noqa: E402
+from captcha_api.ocr.runtime import KerasRuntime, OnnxRuntime, Recognizer  # noqa: E402
+from captcha_api.training.data import encode_labels  # noqa: E402
+from captcha_api.training.generator import sample  # noqa: E402
+
+
+def test_tiny_model_loss_falls():
+    keras.utils.set_random_seed(1)
+    pairs = [sample(seed=11, index=i) for i in range(8)]
+    x = np.stack([image_to_array(image) for image, _ in pairs])
+    y = encode_labels([text for _, text in pairs], FSSP, 7)
+    model = build_training_model(FSSP.num_classes)
+    model.compile(optimizer=keras.optimizers.Adam(2e-3), loss=make_ctc_loss(FSSP.blank_index))
+    before = float(model.evaluate(x, y, verbose=0))
+    model.fit(x, y, batch_size=8, epochs=12, verbose=0)
+    after = float(model.evaluate(x, y, verbose=0))
+    assert after < 0.7 * before
+
+
+def test_output_has_one_step_per_four_columns_and_softmax_rows():
+    serving = inference_model(build_training_model(FSSP.num_classes))
+    probs = np.asarray(serving(np.zeros((2, 200, 60, 3), np.float32)))
+    assert probs.shape == (2, 50, FSSP.num_classes)
+    assert np.allclose(probs.sum(axis=-1), 1.0, atol=1e-5)
+    assert serving.get_layer("logits") is not None
+
+
+def test_ctc_loss_ignores_padding():
+    loss = make_ctc_loss(FSSP.blank_index)
+    logits = np.random.default_rng(0).normal(size=(1, 50, FSSP.num_classes)).astype(np.float32)
+    short = np.array([[0, 1, 2, 3, -1, -1, -1]])
+    padded_other = np.array([[0, 1, 2, 3, -1, -1, -1, -1, -1, -1]])  # wider padding, same label
+    assert float(loss(short, logits)[0]) == pytest.approx(float(loss(padded_other, logits)[0]))
+    longer = np.array([[0, 1, 2, 3, 4, -1, -1]])
+    assert float(loss(short, logits)[0]) != pytest.approx(float(loss(longer, logits)[0]))
+
+
+def test_keras_and_onnx_agree_on_tiny_model(tiny_artifact):
+    batch = np.stack([image_to_array(sample(seed=21, index=i)[0]) for i in range(6)])
+    keras_probs = KerasRuntime(tiny_artifact.with_suffix(".keras"))(batch)
+    onnx_probs = OnnxRuntime(tiny_artifact.with_suffix(".onnx"))(batch)
+    assert np.abs(keras_probs - onnx_probs).max() < 1e-4
+
+
+def test_recognizer_reads_bytes_with_either_runtime(tiny_artifact):
+    from .conftest import encode
+
+    data = encode(sample(seed=22, index=0)[0], "PNG")
+    readings = [Recognizer(tiny_artifact, runtime).read(data) for runtime in ("keras", "onnx")]
+    assert readings[0].text == readings[1].text
+    assert 0.0 <= readings[0].confidence <= 1.0

@@ -1,0 +1,126 @@
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from captcha_api.ocr.errors import ImageTooLarge, InvalidImage, UnreadableImage, UnsupportedImageFormat
+from captcha_api.ocr.preprocess import INPUT_SHAPE, preprocess, preprocess_batch
+
+from .conftest import encode
+
+
+def check(array):
+    assert array.shape == INPUT_SHAPE == (200, 60, 3)
+    assert array.dtype == np.float32
+    assert 0.0 <= array.min() and array.max() <= 1.0
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP", "TIFF", "GIF", "WEBP"])
+def test_every_format_decodes_to_model_input(captcha_image, fmt):
+    array = preprocess(encode(captcha_image, fmt))
+    check(array)
+    # the same captcha in any format looks alike (lossy formats included)
+    reference = preprocess(encode(captcha_image, "PNG"))
+    assert np.abs(array - reference).mean() < 0.08
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "LA", "L", "P", "CMYK", "1", "I;16", "I", "F"])
+def test_every_mode_becomes_rgb(captcha_image, mode):
+    image = captcha_image.convert(mode) if mode not in ("I;16", "I", "F") else captcha_image.convert("L")
+    if mode == "I;16":
+        image = Image.fromarray(np.asarray(image, dtype=np.uint16) * 257)
+        assert image.mode == "I;16"
+    elif mode in ("I", "F"):
+        image = image.convert(mode)
+    fmt = {"CMYK": "JPEG", "F": "TIFF", "I": "TIFF"}.get(mode, "PNG")
+    array = preprocess(encode(image, fmt))
+    check(array)
+    assert np.abs(array.mean() - preprocess(encode(captcha_image, "PNG")).mean()) < 0.1
+
+
+def test_sixteen_bit_is_scaled_not_clipped():
+    grey = np.full((60, 200), 32768, dtype=np.uint16)
+    array = preprocess(encode(Image.fromarray(grey), "PNG"))
+    assert array.mean() == pytest.approx(128 / 255, abs=0.01)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_transparency_is_composited_on_white(mode):
+    image = Image.new(mode, (200, 60), (0, 0, 0, 0) if mode == "RGBA" else (0, 0))
+    array = preprocess(encode(image, "PNG"))
+    assert array.min() == pytest.approx(1.0)
+
+
+def test_palette_transparency_is_composited_on_white():
+    image = Image.new("P", (200, 60), 0)
+    image.putpalette([0, 0, 0] * 256)
+    data = encode(image, "PNG", transparency=0)
+    assert preprocess(data).min() == pytest.approx(1.0)
+
+
+def test_animated_gif_uses_first_frame():
+    frames = [Image.new("RGB", (200, 60), colour) for colour in ((255, 0, 0), (0, 0, 255))]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:])
+    array = preprocess(buffer.getvalue())
+    assert array[..., 0].mean() > 0.9 and array[..., 2].mean() < 0.1
+
+
+def test_resize_and_width_first_layout():
+    image = Image.new("RGB", (100, 30), (255, 255, 255))
+    image.putpixel((99, 0), (255, 0, 0))  # top-right corner
+    array = preprocess(encode(image, "PNG"))
+    check(array)
+    assert array[199, 0, 1] < 0.9  # width is the first axis
+    assert array[0, 59, 1] == pytest.approx(1.0)
+
+
+def test_batch_form_stacks():
+    data = encode(Image.new("RGB", (200, 60), "white"), "PNG")
+    assert preprocess_batch([data, data]).shape == (2, *INPUT_SHAPE)
+    assert preprocess_batch([]).shape == (0, *INPUT_SHAPE)
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims a huge size: the guard must refuse it before any pixel is decoded."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(
+    "data, error",
+    [
+        (b"", InvalidImage),
+        (b"definitely not an image", InvalidImage),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, InvalidImage),
+        (png_header_only(20000, 20000), ImageTooLarge),
+        (png_header_only(200, 60), InvalidImage),  # claims pixels it does not hold
+        (encode(Image.new("RGB", (1, 1)), "PNG"), UnreadableImage),
+        (encode(Image.new("RGB", (4000, 20)), "PNG"), UnreadableImage),
+        (encode(Image.new("RGB", (200, 60)), "PPM"), UnsupportedImageFormat),
+    ],
+    ids=["empty", "text", "png-garbage", "bomb", "truncated", "1x1", "very-wide", "ppm"],
+)
+def test_bad_input_raises_its_own_error(data, error):
+    with pytest.raises(error) as caught:
+        preprocess(data)
+    assert caught.value.status in (400, 413, 415, 422)
+
+
+def test_truncated_real_png_is_invalid(captcha_image):
+    data = encode(captcha_image, "PNG")
+    with pytest.raises(InvalidImage):
+        preprocess(data[: len(data) // 2])
+
+
+def test_pixel_limit_is_configurable():
+    data = encode(Image.new("RGB", (200, 60)), "PNG")
+    with pytest.raises(ImageTooLarge):
+        preprocess(data, max_pixels=1000)

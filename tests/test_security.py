@@ -1,0 +1,110 @@
+"""API keys, rate limits and CORS."""
+
+import base64
+import time
+
+import pytest
+
+from .conftest import KEY, OTHER_KEY
+
+PROTECTED = [("get", "/info"), ("post", "/predict"), ("post", "/predict-batch")]
+
+
+def body_for(path, png):
+    image = base64.b64encode(png).decode()
+    return {"images": [image]} if path == "/predict-batch" else {"image": image}
+
+
+@pytest.fixture
+def anonymous(app):
+    return app.test_client()
+
+
+@pytest.mark.parametrize("method, path", PROTECTED)
+def test_missing_key_is_401(anonymous, method, path, png):
+    response = getattr(anonymous, method)(path, json=body_for(path, png) if method == "post" else None)
+    assert response.status_code == 401
+    assert response.get_json()["error"]["code"] == "missing_api_key"
+
+
+@pytest.mark.parametrize("method, path", PROTECTED)
+@pytest.mark.parametrize("key", ["wrong-key-0123456789abcdef", KEY[:-1], KEY + "x", "", "ключ-не-тот", "x" * 5000])
+def test_wrong_key_is_401(anonymous, method, path, key, png):
+    kwargs = {"json": body_for(path, png)} if method == "post" else {}
+    response = getattr(anonymous, method)(path, headers={"X-API-Key": key}, **kwargs)
+    assert response.status_code == 401
+    assert response.get_json()["error"]["code"] in ("invalid_api_key", "missing_api_key")
+
+
+@pytest.mark.parametrize("method, path", PROTECTED)
+@pytest.mark.parametrize("key", [KEY, OTHER_KEY])
+def test_every_configured_key_works(make_app, method, path, key, png):
+    client = make_app(api_keys=[KEY, OTHER_KEY]).test_client()
+    kwargs = {"json": body_for(path, png)} if method == "post" else {}
+    assert getattr(client, method)(path, headers={"X-API-Key": key}, **kwargs).status_code == 200
+
+
+def test_health_needs_no_key(anonymous):
+    assert anonymous.get("/health").status_code == 200
+
+
+def test_open_on_loopback_without_keys(make_app, png, caplog):
+    caplog.set_level("WARNING")
+    client = make_app(api_keys=[]).test_client()
+    assert client.post("/predict", json=body_for("/predict", png)).status_code == 200
+    assert any("no API key configured" in r.getMessage() for r in caplog.records)
+
+
+def test_rate_limit_reached_then_reset(make_app, png):
+    client = make_app(rate_limit="3/second").test_client()
+    headers = {"X-API-Key": KEY}
+    time.sleep(1 - time.time() % 1)  # start at the beginning of a one-second window
+    statuses = [client.post("/predict", json=body_for("/predict", png), headers=headers).status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    limited = client.post("/predict", json=body_for("/predict", png), headers=headers)
+    assert limited.status_code == 429
+    assert limited.get_json()["error"]["code"] == "rate_limited"
+    assert int(limited.headers["Retry-After"]) >= 0
+    time.sleep(1.1)
+    assert client.post("/predict", json=body_for("/predict", png), headers=headers).status_code == 200
+
+
+def test_rate_limit_is_per_key(make_app, png):
+    client = make_app(api_keys=[KEY, OTHER_KEY], rate_limit="2/minute").test_client()
+    send = lambda key: client.post("/predict", json=body_for("/predict", png), headers={"X-API-Key": key}).status_code  # noqa: E731
+    assert [send(KEY) for _ in range(3)] == [200, 200, 429]
+    assert send(OTHER_KEY) == 200
+    assert client.get("/health").status_code == 200  # health is never limited
+
+
+def test_batch_has_its_own_limit(make_app, png):
+    client = make_app(batch_rate_limit="1/minute").test_client()
+    headers = {"X-API-Key": KEY}
+    send = lambda: client.post("/predict-batch", json=body_for("/predict-batch", png), headers=headers).status_code  # noqa: E731
+    assert [send(), send()] == [200, 429]
+    assert client.post("/predict", json=body_for("/predict", png), headers=headers).status_code == 200
+
+
+def test_cors_allowed_origin(make_app):
+    client = make_app(cors_origins=["https://scraper.example"]).test_client()
+    response = client.get("/health", headers={"Origin": "https://scraper.example"})
+    assert response.headers["Access-Control-Allow-Origin"] == "https://scraper.example"
+    other = client.get("/health", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+
+
+def test_cors_preflight_needs_no_key(make_app):
+    client = make_app(cors_origins=["https://scraper.example"]).test_client()
+    response = client.options(
+        "/predict",
+        headers={
+            "Origin": "https://scraper.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "Content-Type, X-API-Key",
+        },
+    )
+    assert response.status_code == 200
+    assert response.headers["Access-Control-Allow-Origin"] == "https://scraper.example"
+    allowed = response.headers["Access-Control-Allow-Headers"].lower()
+    assert "x-api-key" in allowed and "content-type" in allowed
+    assert "POST" in response.headers["Access-Control-Allow-Methods"]

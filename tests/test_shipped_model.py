@@ -1,0 +1,64 @@
+"""The shipped FSSP model: self-describing artifacts, real accuracy, every length, Keras and ONNX agreeing."""
+
+import numpy as np
+import pytest
+
+from captcha_api.ocr.metadata import DEFAULT_MODEL, ModelMetadata, artifact_paths
+from captcha_api.ocr.preprocess import image_to_array
+from captcha_api.ocr.runtime import Recognizer
+from captcha_api.training.data import load_images, read_labels
+from captcha_api.training.generator import GeneratorConfig, sample
+
+KERAS, ONNX, META = artifact_paths(DEFAULT_MODEL)
+
+
+@pytest.fixture(scope="module")
+def onnx_model():
+    return Recognizer(DEFAULT_MODEL, "onnx")
+
+
+@pytest.fixture(scope="module")
+def keras_model():
+    pytest.importorskip("keras", reason="training dependencies (requirements-train.txt) are not installed")
+    return Recognizer(DEFAULT_MODEL, "keras")
+
+
+def test_artifacts_and_metadata():
+    assert KERAS.is_file() and ONNX.is_file() and META.is_file()
+    meta = ModelMetadata.load(META)
+    assert meta.alphabet == "2456789бвгджклмнпрст"
+    assert meta.blank_index == 20
+    assert (meta.input_width, meta.input_height, meta.max_length) == (200, 60, 7)
+    assert meta.version
+    assert meta.training["holdout_files"] and meta.training["real_images"] > 0
+    validation = meta.accuracy["validation"]
+    assert validation["holdout_only"] and validation["n"] == len(meta.training["holdout_files"])
+    assert validation["exact_match"] >= 0.98
+
+
+def test_holdout_was_never_trained_on():
+    meta = ModelMetadata.load(META)
+    assert meta.training["real_images"] + len(meta.training["holdout_files"]) == 290
+
+
+def test_reads_real_fssp_captchas(onnx_model, fssp_real):
+    folder = read_labels(fssp_real)
+    readings = onnx_model.read_arrays(load_images(folder.files).astype(np.float32) / 255.0)
+    exact = np.mean([r.text == t for r, t in zip(readings, folder.texts)])
+    assert exact >= 0.95, f"read {exact:.1%} of {len(folder)} real FSSP captchas"
+
+
+def test_keras_and_onnx_give_the_same_text_on_every_real_image(onnx_model, keras_model, fssp_real):
+    folder = read_labels(fssp_real)
+    batch = load_images(folder.files).astype(np.float32) / 255.0
+    assert [r.text for r in onnx_model.read_arrays(batch)] == [r.text for r in keras_model.read_arrays(batch)]
+
+
+@pytest.mark.parametrize("length", [4, 5, 6, 7])
+def test_reads_every_length(onnx_model, length):
+    config = GeneratorConfig(lengths=((length, 1.0),))
+    pairs = [sample(seed=90_000 + length, index=i, config=config) for i in range(40)]
+    readings = onnx_model.read_arrays(np.stack([image_to_array(image) for image, _ in pairs]))
+    exact = np.mean([r.text == text for r, (_, text) in zip(readings, pairs)])
+    assert all(len(text) == length for _, text in pairs)
+    assert exact >= 0.9, f"read {exact:.0%} of generated {length}-character captchas"
