@@ -1,9 +1,9 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
-# Debian packages: Cyrillic typewriter and serif faces for the synthetic captcha generator.
-APT_PACKAGES = fonts-freefont-ttf fonts-liberation2 fonts-urw-base35 fonts-paratype fonts-cmu fonts-dejavu-core
+# Debian packages: curl for the README examples; Cyrillic typewriter and serif faces for the synthetic captcha generator.
+APT_PACKAGES = curl fonts-freefont-ttf fonts-liberation2 fonts-urw-base35 fonts-paratype fonts-cmu fonts-dejavu-core
 
-.PHONY: install-system install test lint
+.PHONY: install-system install install-serve serve test lint
 
 install-system:
 	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
@@ -12,6 +12,12 @@ install-system:
 
 install: install-system
 	$(PIP) install -r requirements-dev.txt
+
+install-serve:
+	$(PIP) install -r requirements.txt
+
+serve: install-serve
+	$(PYTHON) -m gunicorn -c gunicorn.conf.py
 
 test: install
 	$(PYTHON) -m pytest

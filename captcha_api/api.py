@@ -117,4 +117,3 @@ def predict_batch():
         for index, reading in zip(positions, recognizer.read_arrays(np.stack(arrays))):
             results[index] = {"index": index, "success": True, **_reading(reading)}
     return jsonify({"success": True, "total": len(results), "results": results})
-

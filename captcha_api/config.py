@@ -74,7 +74,13 @@ class Settings:
             raise ConfigError(f"{PREFIX}PORT must be between 1 and 65535, not {self.port}")
         if self.max_body_bytes < self.max_image_bytes:
             raise ConfigError(f"{PREFIX}MAX_BODY_BYTES must be at least {PREFIX}MAX_IMAGE_BYTES")
-        if self.ratelimit_storage_uri.split("://")[0] not in ("memory", "redis", "rediss", "redis+sentinel", "memcached"):
+        if self.ratelimit_storage_uri.split("://")[0] not in (
+            "memory",
+            "redis",
+            "rediss",
+            "redis+sentinel",
+            "memcached",
+        ):
             raise ConfigError(f"{PREFIX}RATELIMIT_STORAGE_URI must be memory://, redis://host:port or similar")
         if any(len(key) < 16 for key in self.api_keys):
             raise ConfigError(f"{PREFIX}API_KEYS: every key must be at least 16 characters long")

@@ -60,7 +60,9 @@ def tiny_artifact(tmp_path_factory) -> Path:
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)
     base = tmp_path_factory.mktemp("tiny") / "tiny"
     inference_model(model).save(base.with_suffix(".keras"))
-    ModelMetadata(name="tiny", alphabet=FSSP.chars, blank_index=FSSP.blank_index, max_length=7).save(base.with_suffix(".json"))
+    ModelMetadata(name="tiny", alphabet=FSSP.chars, blank_index=FSSP.blank_index, max_length=7).save(
+        base.with_suffix(".json")
+    )
     export_onnx(base.with_suffix(".keras"))
     return base
 
@@ -80,7 +82,13 @@ def make_app(tiny_artifact):
     from captcha_api.app import create_app
 
     def build(**overrides):
-        settings = {"model": tiny_artifact, "runtime": "onnx", "api_keys": [KEY], "rate_limit": "", "batch_rate_limit": ""}
+        settings = {
+            "model": tiny_artifact,
+            "runtime": "onnx",
+            "api_keys": [KEY],
+            "rate_limit": "",
+            "batch_rate_limit": "",
+        }
         settings.update(overrides)
         return create_app(settings)
 

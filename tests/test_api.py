@@ -85,7 +85,9 @@ def test_batch_json_and_multipart(client, png, captcha_image):
 
 
 def test_batch_bad_entry_fails_alone(client, png):
-    body = client.post("/predict-batch", json={"images": [b64(png), "%%%not base64", 7, b64(b"not an image")]}).get_json()
+    body = client.post(
+        "/predict-batch", json={"images": [b64(png), "%%%not base64", 7, b64(b"not an image")]}
+    ).get_json()
     assert body["success"] is True and body["total"] == 4
     ok, bad_b64, not_string, not_image = body["results"]
     assert ok["success"] is True
@@ -186,7 +188,9 @@ def test_no_model_is_503(make_app, tmp_path, png):
     response = client.get("/health")
     assert response.status_code == 503
     assert response.get_json() == {"status": "unavailable", "model_loaded": False, "version": "1.0.0"}
-    assert_error(client.post("/predict", json={"image": b64(png)}, headers={"X-API-Key": KEY}), 503, "model_unavailable")
+    assert_error(
+        client.post("/predict", json={"image": b64(png)}, headers={"X-API-Key": KEY}), 503, "model_unavailable"
+    )
 
 
 def test_request_id_is_echoed_or_made(client):

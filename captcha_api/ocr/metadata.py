@@ -37,7 +37,7 @@ class ModelMetadata:
         return Alphabet(self.alphabet)
 
     @classmethod
-    def load(cls, path: Path) -> "ModelMetadata":
+    def load(cls, path: Path) -> ModelMetadata:
         with open(path, encoding="utf-8") as handle:
             return cls(**json.load(handle))
 

@@ -74,7 +74,9 @@ def choose_runtime(model: Path | str, runtime: str = "auto", threads: int = 1):
 class Recognizer:
     """A loaded model with its metadata: bytes or arrays in, readings out."""
 
-    def __init__(self, model: Path | str, runtime: str = "auto", threads: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS):
+    def __init__(
+        self, model: Path | str, runtime: str = "auto", threads: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS
+    ):
         _, _, meta_path = artifact_paths(model)
         self.metadata = ModelMetadata.load(meta_path)
         self.alphabet = self.metadata.charset

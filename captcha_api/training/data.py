@@ -29,7 +29,7 @@ class LabelledFolder:
     def __len__(self) -> int:
         return len(self.files)
 
-    def subset(self, indices) -> "LabelledFolder":
+    def subset(self, indices) -> LabelledFolder:
         return LabelledFolder(self.root, [self.files[i] for i in indices], [self.texts[i] for i in indices])
 
 
@@ -115,5 +115,7 @@ def _warp(image: np.ndarray, rng: np.random.Generator, strength: float) -> np.nd
     f = cy - d * cx - e * cy - ty
     edges = np.concatenate([image[:2], image[-2:]]).reshape(-1, 3)
     background = tuple(int(v) for v in edges.mean(axis=0))
-    warped = pil.transform(pil.size, Image.Transform.AFFINE, (a, b, c, d, e, f), Image.Resampling.BILINEAR, fillcolor=background)
+    warped = pil.transform(
+        pil.size, Image.Transform.AFFINE, (a, b, c, d, e, f), Image.Resampling.BILINEAR, fillcolor=background
+    )
     return np.asarray(warped, dtype=np.float32).transpose(1, 0, 2) / 255.0

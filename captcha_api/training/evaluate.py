@@ -28,7 +28,9 @@ def edit_ops(truth: str, guess: str) -> tuple[int, list[tuple[str, str]]]:
     dist[0, :] = np.arange(m + 1)
     for i in range(1, n + 1):
         for j in range(1, m + 1):
-            dist[i, j] = min(dist[i - 1, j] + 1, dist[i, j - 1] + 1, dist[i - 1, j - 1] + (truth[i - 1] != guess[j - 1]))
+            dist[i, j] = min(
+                dist[i - 1, j] + 1, dist[i, j - 1] + 1, dist[i - 1, j - 1] + (truth[i - 1] != guess[j - 1])
+            )
     pairs = []
     i, j = n, m
     while i > 0 and j > 0:
@@ -64,7 +66,9 @@ def score(truths: list[str], guesses: list[str]) -> dict:
     }
 
 
-def evaluate(model: Path | str, data_dirs: list[Path], runtime: str = "auto", files: set[str] | None = None, batch_size: int = 64) -> tuple[dict, list]:
+def evaluate(
+    model: Path | str, data_dirs: list[Path], runtime: str = "auto", files: set[str] | None = None, batch_size: int = 64
+) -> tuple[dict, list]:
     recognizer = Recognizer(model, runtime)
     paths, truths = [], []
     for folder in map(read_labels, data_dirs):
@@ -114,7 +118,10 @@ def main(args) -> int:
     print(f"length errors     {figures['length_errors']}")
     print(f"exact by length   {figures['exact_by_length']}")
     print(f"confusions        {', '.join(f'{t}->{g} x{c}' for t, g, c in figures['confusions']) or 'none'}")
-    print(f"ms per image      {figures['ms_per_image']} (batch {figures['batch_size']}), {figures['ms_per_image_batch1']} (batch 1), {figures['runtime']} runtime")
+    print(
+        f"ms per image      {figures['ms_per_image']} (batch {figures['batch_size']}), "
+        f"{figures['ms_per_image_batch1']} (batch 1), {figures['runtime']} runtime"
+    )
     for name, truth, guess, confidence in mistakes[:20]:
         print(f"  wrong: {name}  {truth} -> {guess}  ({confidence})")
     if args.record:
@@ -122,7 +129,16 @@ def main(args) -> int:
         meta = ModelMetadata.load(meta_path)
         meta.accuracy[args.record] = {
             key: figures[key]
-            for key in ("data", "n", "exact_match", "char_accuracy", "length_errors", "exact_by_length", "ms_per_image", "runtime")
+            for key in (
+                "data",
+                "n",
+                "exact_match",
+                "char_accuracy",
+                "length_errors",
+                "exact_by_length",
+                "ms_per_image",
+                "runtime",
+            )
         } | {"measured": datetime.date.today().isoformat(), "holdout_only": bool(getattr(args, "holdout", False))}
         meta.save(meta_path)
         log.info("recorded as accuracy.%s in %s", args.record, meta_path)

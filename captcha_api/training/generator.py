@@ -80,7 +80,9 @@ def _glyph_mask(char: str, font: ImageFont.FreeTypeFont, stroke: int, angle: flo
     left, top, right, bottom = font.getbbox(char, stroke_width=stroke)
     pad = 4
     canvas = Image.new("L", (right - left + 2 * pad, bottom - top + 2 * pad), 0)
-    ImageDraw.Draw(canvas).text((pad - left, pad - top), char, font=font, fill=255, stroke_width=stroke, stroke_fill=255)
+    ImageDraw.Draw(canvas).text(
+        (pad - left, pad - top), char, font=font, fill=255, stroke_width=stroke, stroke_fill=255
+    )
     if angle:
         canvas = canvas.rotate(angle, resample=Image.Resampling.BILINEAR, expand=True)
     return np.asarray(canvas, dtype=np.float32) / 255.0
@@ -105,7 +107,12 @@ def _ragged(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Typewriter ink: uneven density, frayed edges, the odd pale speck inside a stroke."""
     h, w = mask.shape
     noise = rng.random((h, w)).astype(np.float32)
-    soft = np.asarray(Image.fromarray((noise * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(0.8)), dtype=np.float32) / 255.0
+    soft = (
+        np.asarray(
+            Image.fromarray((noise * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(0.8)), dtype=np.float32
+        )
+        / 255.0
+    )
     density = np.clip(0.9 + (soft - 0.5) * rng.uniform(0.5, 2.0), 0.5, 1.0)
     specks = rng.random((h, w)) < rng.uniform(0.0, 0.008)
     density[specks] *= 0.3
@@ -138,7 +145,9 @@ def render(text: str, rng: np.random.Generator, config: GeneratorConfig = Genera
         if squeeze < 1.0:
             gh, gw = glyph.shape
             glyph = np.asarray(
-                Image.fromarray(glyph).resize((max(1, int(gw * squeeze)), max(1, int(gh * squeeze))), Image.Resampling.BILINEAR)
+                Image.fromarray(glyph).resize(
+                    (max(1, int(gw * squeeze)), max(1, int(gh * squeeze))), Image.Resampling.BILINEAR
+                )
             )
         gh, gw = glyph.shape
         top = int(np.clip(baseline - gh * rng.uniform(0.6, 0.85) + rng.normal(0, 3), 0, max(0, height - gh)))
@@ -153,7 +162,13 @@ def render(text: str, rng: np.random.Generator, config: GeneratorConfig = Genera
     if rng.random() < 0.2:
         dx = -dx
     shadow = np.roll(np.roll(ink, dy, axis=0), dx, axis=1)
-    shadow = np.asarray(Image.fromarray((shadow * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0))), dtype=np.float32) / 255.0
+    shadow = (
+        np.asarray(
+            Image.fromarray((shadow * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0))),
+            dtype=np.float32,
+        )
+        / 255.0
+    )
 
     paper = _paper(rng, height, width)
     shadow_colour = np.array([rng.uniform(140, 185), rng.uniform(190, 220), rng.uniform(220, 245)], dtype=np.float32)
@@ -188,7 +203,9 @@ def _write_chunk(args) -> list[tuple[str, str]]:
     return rows
 
 
-def generate(out: Path, count: int, seed: int = 0, config: GeneratorConfig = GeneratorConfig(), workers: int = 2) -> Path:
+def generate(
+    out: Path, count: int, seed: int = 0, config: GeneratorConfig = GeneratorConfig(), workers: int = 2
+) -> Path:
     """Write `count` images and labels.csv (filename,text) into `out`."""
     out = Path(out)
     (out).mkdir(parents=True, exist_ok=True)

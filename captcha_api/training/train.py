@@ -81,7 +81,9 @@ class MixedBatches(keras.utils.PyDataset):
         self.on_epoch_end()
 
     def __len__(self) -> int:
-        return math.ceil((min(self.n_syn, self.config.synthetic_per_epoch) + len(self.real_index)) / self.config.batch_size)
+        return math.ceil(
+            (min(self.n_syn, self.config.synthetic_per_epoch) + len(self.real_index)) / self.config.batch_size
+        )
 
     def on_epoch_end(self) -> None:
         rng = np.random.default_rng([self.config.seed, self.epoch])
@@ -107,7 +109,13 @@ class Progress(keras.callbacks.Callback):
 
     def __init__(self, config, alphabet, val_sets, state, metadata):
         super().__init__()
-        self.config, self.alphabet, self.val_sets, self.state, self.metadata = config, alphabet, val_sets, state, metadata
+        self.config, self.alphabet, self.val_sets, self.state, self.metadata = (
+            config,
+            alphabet,
+            val_sets,
+            state,
+            metadata,
+        )
         self.started = time.monotonic()
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -193,13 +201,24 @@ def train(config: TrainConfig) -> Path:
     real = concat([read_labels(p) for p in config.real])
     if not len(synthetic) and not len(real):
         raise ValueError("no training data: give --synthetic and/or --real folders")
-    real_train, real_val = split_holdout(real, min(config.val_real, len(real) // 2), config.seed) if len(real) else (real, real)
-    syn_train, syn_val = (synthetic.subset(range(len(synthetic) - 1000)), synthetic.subset(range(len(synthetic) - 1000, len(synthetic)))) if len(synthetic) > 5000 else (synthetic, synthetic.subset([]))
+    real_train, real_val = (
+        split_holdout(real, min(config.val_real, len(real) // 2), config.seed) if len(real) else (real, real)
+    )
+    syn_train, syn_val = (
+        (synthetic.subset(range(len(synthetic) - 1000)), synthetic.subset(range(len(synthetic) - 1000, len(synthetic))))
+        if len(synthetic) > 5000
+        else (synthetic, synthetic.subset([]))
+    )
     all_texts = synthetic.texts + real.texts
     alphabet = choose_alphabet(all_texts, config.alphabet)
     max_length = config.max_length or max(7 if alphabet == FSSP else 0, max(map(len, all_texts)))
 
-    log.info("loading images: %d generated, %d real for training, %d real held out", len(syn_train), len(real_train), len(real_val))
+    log.info(
+        "loading images: %d generated, %d real for training, %d real held out",
+        len(syn_train),
+        len(real_train),
+        len(real_val),
+    )
     t0 = time.monotonic()
     empty = np.zeros((0, 200, 60, 3), np.uint8)
     syn_x = load_images(syn_train.files) if len(syn_train) else empty
@@ -269,5 +288,7 @@ def train(config: TrainConfig) -> Path:
         verbose=1,
     )
     keras_path, _, _ = artifact_paths(config.out_dir / config.name)
-    log.info("best epoch %d; serving model at %s; %.0f s of training", state["best_epoch"], keras_path, state["seconds"])
+    log.info(
+        "best epoch %d; serving model at %s; %.0f s of training", state["best_epoch"], keras_path, state["seconds"]
+    )
     return keras_path

@@ -1,0 +1,130 @@
+"""The real service under gunicorn on a loopback port, exercised over HTTP, including the README's curl lines."""
+
+import base64
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from captcha_api.training.data import read_labels
+
+from .conftest import ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http(method, url, body=None, headers=None, timeout=30):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.fixture(scope="module")
+def server():
+    port = free_port()
+    env = {
+        **os.environ,
+        "CAPTCHA_HOST": "127.0.0.1",
+        "CAPTCHA_PORT": str(port),
+        "CAPTCHA_API_KEYS": "",
+        "CAPTCHA_WORKERS": "2",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"gunicorn exited: {process.stdout.read()}")
+        try:
+            if http("GET", base + "/health", timeout=2)[0] == 200:
+                break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        process.kill()
+        pytest.fail("gunicorn did not become healthy within 90 s")
+    yield base
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def test_health_and_info(server):
+    assert http("GET", server + "/health") == (200, {"status": "ok", "model_loaded": True, "version": "1.0.0"})
+    status, info = http("GET", server + "/info")
+    assert status == 200 and info["model"]["name"] == "fssp" and info["model"]["runtime"] == "onnx"
+
+
+def test_real_captchas_over_http(server, fssp_real):
+    folder = read_labels(fssp_real)
+    images = [base64.b64encode(p.read_bytes()).decode() for p in folder.files[:64]]
+    correct = 0
+    for image, text in zip(images[:32], folder.texts[:32]):
+        status, body = http("POST", server + "/predict", {"image": image})
+        assert status == 200
+        correct += body["prediction"] == text
+    assert correct >= 30
+    status, body = http("POST", server + "/predict-batch", {"images": images})
+    assert status == 200 and body["total"] == 64
+    assert sum(r["prediction"] == t for r, t in zip(body["results"], folder.texts)) >= 60
+
+
+def test_bad_input_over_http_leaves_workers_alive(server):
+    for body in ({"image": "!!!"}, {"image": base64.b64encode(b"GIF89a trash").decode()}, {"nothing": 1}):
+        status, answer = http("POST", server + "/predict", body)
+        assert 400 <= status < 500 and answer["success"] is False
+    assert http("GET", server + "/health")[0] == 200
+
+
+def readme_curl_lines() -> list[str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```(?:bash|sh|shell)\n(.*?)```", text, flags=re.S)
+    return [line.strip() for block in blocks for line in block.splitlines() if line.strip().startswith("curl ")]
+
+
+def test_readme_curl_lines_work_as_written(server, fssp_real, tmp_path):
+    if not shutil.which("curl"):
+        pytest.fail("curl is not installed (make install-system installs it)")
+    lines = readme_curl_lines()
+    assert len(lines) >= 4
+    folder = read_labels(fssp_real)
+    shutil.copy(folder.files[0], tmp_path / "test.png")
+    port = server.rsplit(":", 1)[1]
+    for line in lines:
+        command = line.replace("localhost:5000", f"127.0.0.1:{port}")
+        result = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, (line, result.stderr)
+        body = json.loads(result.stdout)
+        if "/predict-batch" in line:
+            assert all(r["prediction"] == folder.texts[0] for r in body["results"]), body
+        elif "/predict" in line:
+            assert body["prediction"] == folder.texts[0], body
+        else:
+            assert "success" in body or "status" in body or "name" in body
