@@ -1,0 +1,86 @@
+"""The command-line tools: generate, train (with resume), evaluate --json, export, scripts/predict.py."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from captcha_api.__main__ import main
+from captcha_api.ocr.metadata import ModelMetadata
+
+from .conftest import ROOT
+
+pytest.importorskip("keras", reason="training dependencies (requirements-train.txt) are not installed")
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gen")
+    assert main(["generate", "--count", "24", "--out", str(out), "--seed", "3", "--workers", "1"]) == 0
+    return out
+
+
+def test_evaluate_json_last_line(tiny_artifact, labelled, capsys):
+    assert main(["evaluate", "--data", str(labelled), "--model", str(tiny_artifact), "--json"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    figures = json.loads(lines[-1])
+    assert figures["n"] == 24
+    assert 0.0 <= figures["exact_match"] <= 1.0
+    assert figures["char_accuracy"] <= 1.0
+    assert figures["ms_per_image"] > 0
+    assert any(line.startswith("exact match") for line in lines)
+
+
+def test_evaluate_records_figures_in_metadata(tiny_artifact, labelled, tmp_path):
+    import shutil
+
+    for suffix in (".keras", ".onnx", ".json"):
+        shutil.copy(tiny_artifact.with_suffix(suffix), tmp_path / f"copy{suffix}")
+    model = tmp_path / "copy"
+    assert main(["evaluate", "--data", str(labelled), "--model", str(model), "--record", "generated"]) == 0
+    recorded = ModelMetadata.load(model.with_suffix(".json")).accuracy["generated"]
+    assert recorded["n"] == 24 and "exact_match" in recorded and recorded["runtime"] == "onnx"
+
+
+def test_train_checkpoints_and_resumes(labelled, tmp_path, caplog):
+    caplog.set_level("INFO")
+    common = ["train", "--name", "mini", "--synthetic", str(labelled), "--real", str(labelled)]
+    common += ["--val-real", "6", "--real-repeat", "1", "--batch-size", "8", "--patience", "5"]
+    common += ["--out-dir", str(tmp_path / "model"), "--work-dir", str(tmp_path / "run")]
+    assert main([*common, "--epochs", "1"]) == 0
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert state["epoch"] == 1 and (tmp_path / "run" / "curve.png").is_file()
+    assert main([*common, "--epochs", "2"]) == 0
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert state["epoch"] == 2 and len(state["history"]) == 2
+    assert any("resuming from" in r.getMessage() for r in caplog.records)
+    meta = ModelMetadata.load(tmp_path / "model" / "mini.json")
+    assert meta.blank_index == len(meta.alphabet) and len(meta.training["holdout_files"]) == 6
+    assert (tmp_path / "model" / "mini.keras").is_file()
+
+
+def test_export_cli_writes_onnx(tiny_artifact, tmp_path):
+    out = tmp_path / "again.onnx"
+    assert main(["export", "--model", str(tiny_artifact.with_suffix(".keras")), "--out", str(out)]) == 0
+    assert out.stat().st_size > 100_000
+
+
+def test_predict_script_writes_tab_separated_lines(tiny_artifact, labelled, tmp_path):
+    out = tmp_path / "predictions.txt"
+    command = [sys.executable, str(ROOT / "scripts" / "predict.py"), str(labelled), "--model", str(tiny_artifact)]
+    result = subprocess.run([*command, "-o", str(out)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 24
+    for line in lines:
+        name, prediction, confidence = line.split("\t")
+        assert name.endswith(".jpg") and 0.0 <= float(confidence) <= 1.0
+
+
+def test_predict_script_reports_bad_files(tiny_artifact, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png")
+    command = [sys.executable, str(ROOT / "scripts" / "predict.py"), str(bad), "--model", str(tiny_artifact), "-o", "-"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "broken.png" in result.stderr
