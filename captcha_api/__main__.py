@@ -1,4 +1,4 @@
-"""Command line: python -m captcha_api {generate,train,evaluate,export} ..."""
+"""Command line: python -m captcha_api {generate,train,evaluate,export,serve} ..."""
 
 from __future__ import annotations
 
@@ -54,6 +54,15 @@ def _export(args) -> int:
     return 0
 
 
+def _serve(args) -> int:
+    from .app import create_app
+
+    app = create_app()
+    settings = app.config["SETTINGS"]
+    app.run(host=settings.host, port=settings.port, threaded=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m captcha_api", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -99,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--model", default=str(DEFAULT_MODEL.with_suffix(".keras")))
     ex.add_argument("--out")
     ex.set_defaults(func=_export)
+    sv = sub.add_parser("serve", help="run the development server (production: gunicorn -c gunicorn.conf.py)")
+    sv.set_defaults(func=_serve)
     return parser
 
 

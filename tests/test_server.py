@@ -128,3 +128,18 @@ def test_readme_curl_lines_work_as_written(server, fssp_real, tmp_path):
             assert body["prediction"] == folder.texts[0], body
         else:
             assert "success" in body or "status" in body or "name" in body
+
+
+def test_gunicorn_refuses_to_run_open_on_a_public_address():
+    env = {**os.environ, "CAPTCHA_HOST": "0.0.0.0", "CAPTCHA_PORT": str(free_port()), "CAPTCHA_API_KEYS": ""}
+    env.pop("CAPTCHA_ALLOW_OPEN", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "CAPTCHA_ALLOW_OPEN" in result.stdout + result.stderr
