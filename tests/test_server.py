@@ -38,8 +38,10 @@ def http(method, url, body=None, headers=None, timeout=30):
 
 
 @pytest.fixture(scope="module")
-def server():
+def server(tmp_path_factory):
     port = free_port()
+    log_path = tmp_path_factory.mktemp("gunicorn") / "server.log"
+    log = open(log_path, "w")  # a file, not a pipe: a full pipe would stall the server
     env = {
         **os.environ,
         "CAPTCHA_HOST": "127.0.0.1",
@@ -51,15 +53,15 @@ def server():
         [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
         cwd=ROOT,
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
-        text=True,
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"gunicorn exited: {process.stdout.read()}")
+            log.close()
+            pytest.fail(f"gunicorn exited: {log_path.read_text()}")
         try:
             if http("GET", base + "/health", timeout=2)[0] == 200:
                 break
@@ -67,13 +69,17 @@ def server():
             time.sleep(0.3)
     else:
         process.kill()
-        pytest.fail("gunicorn did not become healthy within 90 s")
+        process.wait()
+        log.close()
+        pytest.fail(f"gunicorn did not become healthy within 90 s: {log_path.read_text()}")
     yield base
     process.send_signal(signal.SIGTERM)
     try:
         process.wait(timeout=30)
     except subprocess.TimeoutExpired:
         process.kill()
+        process.wait()
+    log.close()
 
 
 def test_health_and_info(server):
