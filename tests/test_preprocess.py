@@ -126,3 +126,26 @@ def test_pixel_limit_is_configurable():
     data = encode(Image.new("RGB", (200, 60)), "PNG")
     with pytest.raises(ImageTooLarge):
         preprocess(data, max_pixels=1000)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP"])
+def test_corrupted_bytes_raise_only_our_errors(captcha_image, fmt):
+    """Seeded random byte flips, cuts and splices: each either decodes or raises a CaptchaError."""
+    from captcha_api.ocr.errors import CaptchaError
+
+    original = bytearray(encode(captcha_image, fmt))
+    rng = np.random.default_rng(len(fmt))
+    for _ in range(150):
+        data = bytearray(original)
+        for _ in range(rng.integers(1, 12)):
+            data[rng.integers(len(data))] = rng.integers(256)
+        if rng.random() < 0.3:
+            data = data[: rng.integers(1, len(data))]
+        if rng.random() < 0.2:
+            start = rng.integers(len(data))
+            data[start:start] = rng.integers(0, 256, size=rng.integers(1, 64), dtype=np.uint8).tobytes()
+        try:
+            array = preprocess(bytes(data))
+        except CaptchaError:
+            continue
+        assert array.shape == INPUT_SHAPE and np.isfinite(array).all()

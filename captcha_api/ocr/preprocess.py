@@ -100,7 +100,10 @@ def preprocess(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Image bytes -> one model input of shape INPUT_SHAPE."""
     image = open_image(data, max_pixels)
     check_readable(image)
-    return image_to_array(image)
+    try:
+        return image_to_array(image)
+    except (ValueError, OSError) as exc:  # a mode Pillow decodes but cannot convert, or a lazy decode failure
+        raise UnreadableImage(f"the image cannot be converted to RGB: {exc}") from None
 
 
 def preprocess_batch(items: Iterable[bytes], max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
