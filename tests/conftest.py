@@ -37,6 +37,29 @@ def captcha_image() -> Image.Image:
     return image
 
 
+def generated_batch(seed: int, count: int):
+    """(x, y): `count` generated captchas as a model batch and padded CTC labels."""
+    from captcha_api.ocr.alphabet import FSSP
+    from captcha_api.ocr.preprocess import image_to_array
+    from captcha_api.training.data import encode_labels
+    from captcha_api.training.generator import sample
+
+    pairs = [sample(seed=seed, index=i) for i in range(count)]
+    x = np.stack([image_to_array(image) for image, _ in pairs])
+    return x, encode_labels([text for _, text in pairs], FSSP, 7)
+
+
+def compiled_model(learning_rate: float):
+    import keras
+
+    from captcha_api.ocr.alphabet import FSSP
+    from captcha_api.ocr.model import build_training_model, make_ctc_loss
+
+    model = build_training_model(FSSP.num_classes)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=make_ctc_loss(FSSP.blank_index))
+    return model
+
+
 @pytest.fixture(scope="session")
 def tiny_artifact(tmp_path_factory) -> Path:
     """A small real model: the project's network trained for a few steps, saved with metadata and ONNX export."""
@@ -44,32 +67,19 @@ def tiny_artifact(tmp_path_factory) -> Path:
 
     from captcha_api.ocr.alphabet import FSSP
     from captcha_api.ocr.metadata import ModelMetadata
-    from captcha_api.ocr.model import build_training_model, inference_model, make_ctc_loss
-    from captcha_api.training.data import encode_labels
+    from captcha_api.ocr.model import inference_model
     from captcha_api.training.export import export_onnx
-    from captcha_api.training.generator import sample
 
     keras.utils.set_random_seed(0)
-    pairs = [sample(seed=7, index=i) for i in range(16)]
-    from captcha_api.ocr.preprocess import image_to_array
-
-    x = np.stack([image_to_array(image) for image, _ in pairs])
-    y = encode_labels([text for _, text in pairs], FSSP, 7)
-    model = build_training_model(FSSP.num_classes)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=make_ctc_loss(FSSP.blank_index))
+    x, y = generated_batch(seed=7, count=16)
+    model = compiled_model(1e-3)
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)
     base = tmp_path_factory.mktemp("tiny") / "tiny"
     inference_model(model).save(base.with_suffix(".keras"))
-    ModelMetadata(name="tiny", alphabet=FSSP.chars, blank_index=FSSP.blank_index, max_length=7).save(
-        base.with_suffix(".json")
-    )
+    meta = ModelMetadata(name="tiny", alphabet=FSSP.chars, blank_index=FSSP.blank_index, max_length=7)
+    meta.save(base.with_suffix(".json"))
     export_onnx(base.with_suffix(".keras"))
     return base
-
-
-def rng_probs(rng, steps, classes):
-    p = rng.random((steps, classes))
-    return p / p.sum(axis=1, keepdims=True)
 
 
 KEY = "test-key-0123456789abcdef"

@@ -9,17 +9,15 @@ from captcha_api.ocr.alphabet import FSSP  # noqa: E402
 from captcha_api.ocr.model import build_training_model, inference_model, make_ctc_loss  # noqa: E402
 from captcha_api.ocr.preprocess import image_to_array  # noqa: E402
 from captcha_api.ocr.runtime import KerasRuntime, OnnxRuntime, Recognizer  # noqa: E402
-from captcha_api.training.data import encode_labels  # noqa: E402
 from captcha_api.training.generator import sample  # noqa: E402
+
+from .conftest import compiled_model, generated_batch  # noqa: E402
 
 
 def test_tiny_model_loss_falls():
     keras.utils.set_random_seed(1)
-    pairs = [sample(seed=11, index=i) for i in range(8)]
-    x = np.stack([image_to_array(image) for image, _ in pairs])
-    y = encode_labels([text for _, text in pairs], FSSP, 7)
-    model = build_training_model(FSSP.num_classes)
-    model.compile(optimizer=keras.optimizers.Adam(2e-3), loss=make_ctc_loss(FSSP.blank_index))
+    x, y = generated_batch(seed=11, count=8)
+    model = compiled_model(2e-3)
     before = float(model.evaluate(x, y, verbose=0))
     model.fit(x, y, batch_size=8, epochs=12, verbose=0)
     after = float(model.evaluate(x, y, verbose=0))
