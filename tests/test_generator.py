@@ -1,4 +1,5 @@
 import csv
+import json
 from collections import Counter
 
 import numpy as np
@@ -52,3 +53,5 @@ def test_generate_writes_images_and_labels(tmp_path):
     assert len(rows) == 12
     assert all((tmp_path / row["filename"]).is_file() and FSSP.covers(row["text"]) for row in rows)
     assert rows[3]["text"] == sample(seed=5, index=3)[1]
+    recipe = json.loads((tmp_path / "generator.json").read_text())
+    assert (recipe["seed"], recipe["count"]) == (5, 12) and recipe["fonts"]

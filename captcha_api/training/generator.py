@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -224,5 +225,7 @@ def generate(
         writer = csv.writer(handle)
         writer.writerow(["filename", "text"])
         writer.writerows(rows)
+    recipe = {"seed": seed, "count": count, "fonts": [Path(f).name for f in available_fonts()]}
+    (out / "generator.json").write_text(json.dumps(recipe, indent=1) + "\n", encoding="utf-8")
     log.info("wrote %d images to %s", count, out)
     return out

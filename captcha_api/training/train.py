@@ -160,6 +160,15 @@ class Progress(keras.callbacks.Callback):
         log.info("saved %s", keras_path)
 
 
+def describe_generated(folder: Path) -> dict:
+    """The recipe a generated folder was made with (seed, count, fonts), when it says."""
+    recipe = folder / "generator.json"
+    described = {"folder": folder.name}
+    if recipe.is_file():
+        described.update(json.loads(recipe.read_text(encoding="utf-8")))
+    return described
+
+
 def cosine_lr(epoch: int, config: TrainConfig) -> float:
     warm = 1
     if epoch < warm:
@@ -268,7 +277,7 @@ def train(config: TrainConfig) -> Path:
         architecture=ARCHITECTURE,
         training={
             "generated_images": len(syn_train),
-            "generated_folders": [str(p) for p in config.synthetic],
+            "generated_folders": [describe_generated(p) for p in config.synthetic],
             "real_images": len(real_train),
             "real_folders": [str(p) for p in config.real],
             "real_repeat_per_epoch": config.real_repeat,
