@@ -54,6 +54,16 @@ def _export(args) -> int:
     return 0
 
 
+def _pseudolabel(args) -> int:
+    from .training.pseudolabel import pseudolabel
+
+    kept, seen = pseudolabel(
+        args.model, Path(args.data), Path(args.out), args.min_confidence, range(args.min_length, args.max_length + 1)
+    )
+    print(f"{kept} of {seen} images labelled into {Path(args.out) / 'labels.csv'}")
+    return 0
+
+
 def _serve(args) -> int:
     from .app import create_app
 
@@ -108,6 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--model", default=str(DEFAULT_MODEL.with_suffix(".keras")))
     ex.add_argument("--out")
     ex.set_defaults(func=_export)
+    pl = sub.add_parser("pseudolabel", help="label unlabelled real captchas with a model, keeping confident ones")
+    pl.add_argument("--data", required=True, help="folder of unlabelled images")
+    pl.add_argument("--out", required=True, help="folder for labels.csv (images are referenced, not copied)")
+    pl.add_argument("--model", default=str(DEFAULT_MODEL))
+    pl.add_argument("--min-confidence", type=float, default=0.95)
+    pl.add_argument("--min-length", type=int, default=4)
+    pl.add_argument("--max-length", type=int, default=7)
+    pl.set_defaults(func=_pseudolabel)
+
     sv = sub.add_parser("serve", help="run the development server (production: gunicorn -c gunicorn.conf.py)")
     sv.set_defaults(func=_serve)
     return parser

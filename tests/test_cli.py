@@ -84,3 +84,15 @@ def test_predict_script_reports_bad_files(tiny_artifact, tmp_path):
     command = [sys.executable, str(ROOT / "scripts" / "predict.py"), str(bad), "--model", str(tiny_artifact), "-o", "-"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "broken.png" in result.stderr
+
+
+def test_pseudolabel_keeps_confident_readings_and_references_images(tiny_artifact, labelled, tmp_path):
+    from captcha_api.training.data import read_labels
+
+    out = tmp_path / "pseudo"
+    args = ["pseudolabel", "--data", str(labelled), "--out", str(out), "--model", str(tiny_artifact)]
+    assert main([*args, "--min-confidence", "0", "--min-length", "0"]) == 0  # an untrained model reads little
+    everything = read_labels(out)
+    assert all(path.is_absolute() and path.parent == labelled.resolve() for path in everything.files)
+    assert main([*args, "--min-confidence", "1.01"]) == 0
+    assert (out / "labels.csv").read_text(encoding="utf-8").strip() == "filename,text"
