@@ -11,9 +11,10 @@ from .ocr.metadata import DEFAULT_MODEL
 
 
 def _generate(args) -> int:
-    from .training.generator import generate
+    from .training.generator import GeneratorConfig, generate
 
-    generate(Path(args.out), args.count, seed=args.seed, workers=args.workers)
+    config = GeneratorConfig(lengths=((args.length, 1.0),)) if args.length else GeneratorConfig()
+    generate(Path(args.out), args.count, seed=args.seed, config=config, workers=args.workers)
     return 0
 
 
@@ -83,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", required=True)
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--workers", type=int, default=2)
+    gen.add_argument("--length", type=int, help="every text this long (default: 4-7 in the site's proportions)")
     gen.set_defaults(func=_generate)
 
     tr = sub.add_parser("train", help="train a CTC-BiLSTM model on generated and real labelled folders")

@@ -21,6 +21,13 @@ def labelled(tmp_path_factory):
     return out
 
 
+def test_generate_one_length(tmp_path):
+    from captcha_api.training.data import read_labels
+
+    assert main(["generate", "--count", "6", "--out", str(tmp_path), "--length", "7", "--workers", "1"]) == 0
+    assert {len(text) for text in read_labels(tmp_path).texts} == {7}
+
+
 def test_evaluate_json_last_line(tiny_artifact, labelled, capsys):
     assert main(["evaluate", "--data", str(labelled), "--model", str(tiny_artifact), "--json"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()

@@ -225,7 +225,12 @@ def generate(
         writer = csv.writer(handle)
         writer.writerow(["filename", "text"])
         writer.writerows(rows)
-    recipe = {"seed": seed, "count": count, "fonts": [Path(f).name for f in available_fonts()]}
+    recipe = {
+        "seed": seed,
+        "count": count,
+        "lengths": {str(length): share for length, share in config.lengths},
+        "fonts": [Path(f).name for f in available_fonts()],
+    }
     (out / "generator.json").write_text(json.dumps(recipe, indent=1) + "\n", encoding="utf-8")
     log.info("wrote %d images to %s", count, out)
     return out
