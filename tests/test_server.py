@@ -38,9 +38,14 @@ def http(method, url, body=None, headers=None, timeout=30):
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server_log(tmp_path_factory):
+    return tmp_path_factory.mktemp("gunicorn") / "server.log"
+
+
+@pytest.fixture(scope="module")
+def server(server_log):
     port = free_port()
-    log_path = tmp_path_factory.mktemp("gunicorn") / "server.log"
+    log_path = server_log
     log = open(log_path, "w")  # a file, not a pipe: a full pipe would stall the server
     env = {
         **os.environ,
@@ -100,6 +105,16 @@ def test_real_captchas_over_http(server, fssp_real):
     status, body = http("POST", server + "/predict-batch", {"images": images})
     assert status == 200 and body["total"] == 64
     assert sum(r["prediction"] == t for r, t in zip(body["results"], folder.texts)) >= 60
+
+
+def test_each_worker_loads_the_model_and_logs_requests(server, server_log):
+    http("GET", server + "/health", headers={"X-Request-ID": "trace-me-42"})
+    time.sleep(0.2)
+    log = server_log.read_text()
+    loaded = re.findall(r"INFO (\d+) captcha_api.ocr.runtime: loaded model", log)
+    assert len(set(loaded)) == 2, log  # CAPTCHA_WORKERS=2, one model per worker process
+    line = next(line for line in log.splitlines() if "id=trace-me-42" in line)
+    assert re.search(r"GET /health 200 \d+\.\dms id=trace-me-42", line)
 
 
 def test_bad_input_over_http_leaves_workers_alive(server):
