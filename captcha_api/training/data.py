@@ -94,10 +94,11 @@ def augment(images: np.ndarray, rng: np.random.Generator, strength: float) -> np
     contrast = rng.uniform(1 - 0.25 * strength, 1 + 0.15 * strength, size=(n, 1, 1, 1))
     brightness = rng.uniform(-0.08, 0.08, size=(n, 1, 1, 1)) * strength
     colour = rng.uniform(-0.05, 0.05, size=(n, 1, 1, 3)) * strength
+    contrast, brightness, colour = (a.astype(np.float32) for a in (contrast, brightness, colour))
     mean = out.mean(axis=(1, 2, 3), keepdims=True)
     out = (out - mean) * contrast + mean + brightness + colour
-    sigma = rng.uniform(0, 0.04 * strength, size=(n, 1, 1, 1))
-    out += rng.standard_normal(out.shape, dtype=np.float32) * sigma.astype(np.float32)
+    sigma = rng.uniform(0, 0.04 * strength, size=(n, 1, 1, 1)).astype(np.float32)
+    out += rng.standard_normal(out.shape, dtype=np.float32) * sigma
     return np.clip(out, 0.0, 1.0, out=out)
 
 

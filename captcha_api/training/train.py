@@ -134,7 +134,7 @@ class Progress(keras.callbacks.Callback):
         self.started = time.monotonic()
         record = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}}
         self.state["history"].append(record)
-        score = (logs.get("val_exact", 0.0), -logs.get("val_loss", 0.0))
+        score = selection_score(record)
         if self.state["best"] is None or score > tuple(self.state["best"]):
             self.state["best"] = list(score)
             self.state["best_epoch"] = epoch + 1
@@ -158,6 +158,13 @@ class Progress(keras.callbacks.Callback):
         )
         self.metadata.save(meta_path)
         log.info("saved %s", keras_path)
+
+
+def selection_score(record: dict) -> tuple[float, float, float]:
+    """Which epoch to keep: exact match on the held-out real images, then on the generated validation images
+    (many and cleanly labelled), then the real validation loss. The loss comes last because a single mislabelled
+    real image dominates it: the surer the model is of the right reading, the higher that loss."""
+    return (record.get("val_exact", 0.0), record.get("syn_exact", 0.0), -record.get("val_loss", 0.0))
 
 
 def describe_generated(folder: Path) -> dict:
@@ -254,6 +261,8 @@ def train(config: TrainConfig) -> Path:
         model = keras.saving.load_model(last, custom_objects={"ctc_loss": loss})
         state = json.loads(state_path.read_text())
         log.info("resuming from %s after epoch %d", last, state["epoch"])
+        best = max(state["history"], key=selection_score)
+        state["best"], state["best_epoch"] = list(selection_score(best)), best["epoch"]
     else:
         model = build_training_model(alphabet.num_classes)
         if config.init_from:
@@ -288,6 +297,8 @@ def train(config: TrainConfig) -> Path:
         },
     )
     progress = Progress(config, alphabet, val_sets, state, metadata)
+    if state["epoch"] and state["best_epoch"] == state["epoch"]:
+        progress.save_serving(inference_model(model))  # the checkpoint resumed from is the best so far
     model.fit(
         data,
         epochs=config.epochs,

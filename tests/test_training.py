@@ -1,0 +1,49 @@
+"""Pure pieces of the training loop."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("keras", reason="training dependencies (requirements-train.txt) are not installed")
+
+from captcha_api.training.data import LabelledFolder, augment, split_holdout  # noqa: E402
+from captcha_api.training.train import TrainConfig, cosine_lr, selection_score  # noqa: E402
+
+
+def test_selection_prefers_real_then_generated_exact_then_low_loss():
+    history = [
+        {"epoch": 1, "val_exact": 0.975, "syn_exact": 0.999, "val_loss": 0.1},
+        {"epoch": 2, "val_exact": 0.9875, "syn_exact": 0.97, "val_loss": 0.2},
+        {"epoch": 3, "val_exact": 0.9875, "syn_exact": 0.99, "val_loss": 0.3},
+        {"epoch": 4, "val_exact": 0.9875, "syn_exact": 0.99, "val_loss": 0.25},
+    ]
+    assert max(history, key=selection_score)["epoch"] == 4
+
+
+def test_cosine_schedule_warms_up_then_decays():
+    config = TrainConfig(learning_rate=1e-3, epochs=20)
+    rates = [cosine_lr(epoch, config) for epoch in range(20)]
+    assert rates[0] < rates[1] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(rates[1:], rates[2:]))
+    assert rates[-1] >= 1e-5
+
+
+def test_holdout_is_seeded_and_disjoint(tmp_path):
+    from pathlib import Path
+
+    folder = LabelledFolder(tmp_path, [Path(f"{i:03d}.png") for i in range(50)], [str(i) for i in range(50)])
+    train, held = split_holdout(folder, 10, seed=0)
+    again_train, again_held = split_holdout(folder, 10, seed=0)
+    assert [f.name for f in held.files] == [f.name for f in again_held.files]
+    assert len(held) == 10 and len(train) == 40
+    assert not {f.name for f in held.files} & {f.name for f in train.files}
+    assert [f.name for f in split_holdout(folder, 10, seed=1)[1].files] != [f.name for f in held.files]
+
+
+def test_augment_keeps_shape_range_and_is_seeded():
+    images = (np.random.default_rng(0).random((4, 200, 60, 3)) * 255).astype(np.uint8)
+    first = augment(images, np.random.default_rng(5), 1.0)
+    second = augment(images, np.random.default_rng(5), 1.0)
+    assert first.shape == images.shape and first.dtype == np.float32
+    assert 0.0 <= first.min() and first.max() <= 1.0
+    assert np.array_equal(first, second)
+    assert np.array_equal(augment(images, np.random.default_rng(5), 0.0), images / np.float32(255))
