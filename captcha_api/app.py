@@ -26,8 +26,9 @@ def create_app(test_config: Mapping | None = None) -> Flask:
         RATELIMIT_HEADERS_ENABLED=True,
         RATELIMIT_SWALLOW_ERRORS=True,
         RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
-        JSON_SORT_KEYS=False,
     )
+    app.json.ensure_ascii = False  # readings are Cyrillic: send them as text, not \u escapes
+    app.json.sort_keys = False  # keep the documented field order
     logs.init_app(app)  # first, so the request id exists before any other hook can fail
     security.init_app(app)
     errors.init_app(app)

@@ -205,3 +205,11 @@ def test_access_log_has_no_key_or_image(client, png, caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "captcha_api.access"]
     assert any("POST /predict 200" in line and "id=log-check" in line for line in lines)
     assert not any(KEY in line or b64(png)[:40] in line for line in lines)
+
+
+def test_json_is_utf8_text_in_documented_order(client, png):
+    response = client.post("/predict", json={"image": b64(png)})
+    text = response.get_data(as_text=True)
+    assert "\\u" not in text
+    assert list(response.get_json()) == ["success", "prediction", "confidence"]
+    assert response.mimetype == "application/json"
