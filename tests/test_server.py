@@ -147,6 +147,7 @@ def test_readme_curl_lines_work_as_written(server, fssp_real, tmp_path):
             assert all(r["prediction"] == folder.texts[0] for r in body["results"]), body
         elif "/predict" in line:
             assert body["prediction"] == folder.texts[0], body
+            assert folder.texts[0] in result.stdout  # readable Cyrillic in the raw answer, not \u escapes
         else:
             assert "success" in body or "status" in body or "name" in body
 
