@@ -192,18 +192,18 @@ def plot_curve(history: list[dict], path: Path) -> None:
 
     epochs = [h["epoch"] for h in history]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
-    for key in ("loss", "val_loss"):
-        left.plot(epochs, [h.get(key, np.nan) for h in history], label=key)
+    for key, label in (("loss", "training"), ("val_loss", "held-out real")):
+        left.plot(epochs, [h.get(key, np.nan) for h in history], label=label)
     left.set_yscale("log")
     left.set_xlabel("epoch")
     left.set_title("CTC loss")
     left.legend()
-    for key in ("val_exact", "syn_exact"):
-        right.plot(epochs, [h.get(key, np.nan) for h in history], label=key)
+    for key, label in (("val_exact", "held-out real"), ("syn_exact", "generated validation")):
+        right.plot(epochs, [h.get(key, np.nan) for h in history], label=label)
     right.set_xlabel("epoch")
     right.set_title("exact match")
     right.set_ylim(0, 1)
-    right.legend()
+    right.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
