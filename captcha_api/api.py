@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 from flask import Blueprint, current_app, jsonify, request
 
 from . import __version__
@@ -10,7 +9,6 @@ from .errors import error_body
 from .extensions import limiter
 from .inputs import batch_images, single_image
 from .ocr.errors import CaptchaError, ModelNotReady
-from .ocr.preprocess import preprocess
 
 bp = Blueprint("api", __name__)
 
@@ -30,15 +28,12 @@ def _reading(reading) -> dict:
     return {"prediction": reading.text, "confidence": round(reading.confidence, 4)}
 
 
-def _predict_limit() -> str:
-    return _settings().rate_limit or "1000000/second"
+def _limit(key: str):
+    # Flask-Limiter parses the string even for an exempt request, so an unset limit still needs a valid one.
+    return lambda: getattr(_settings(), key) or "1/second"
 
 
-def _batch_limit() -> str:
-    return _settings().batch_rate_limit or "1000000/second"
-
-
-def _limits_off_for(key: str):
+def _limit_off(key: str):
     return lambda: not getattr(_settings(), key)
 
 
@@ -87,7 +82,7 @@ def info():
 
 
 @bp.post("/predict")
-@limiter.limit(_predict_limit, exempt_when=_limits_off_for("rate_limit"))
+@limiter.limit(_limit("rate_limit"), exempt_when=_limit_off("rate_limit"))
 def predict():
     """Read one captcha."""
     recognizer = _recognizer()
@@ -97,23 +92,17 @@ def predict():
 
 
 @bp.post("/predict-batch")
-@limiter.limit(_batch_limit, exempt_when=_limits_off_for("batch_rate_limit"))
+@limiter.limit(_limit("batch_rate_limit"), exempt_when=_limit_off("batch_rate_limit"))
 def predict_batch():
     """Read several captchas in one model call; a bad image fails only its own entry."""
     recognizer = _recognizer()
     settings = _settings()
     items = batch_images(request, settings.max_image_bytes, settings.max_batch)
-    results: list[dict] = [{} for _ in items]
-    arrays, positions = [], []
-    for index, item in enumerate(items):
-        try:
-            if isinstance(item, CaptchaError):
-                raise item
-            arrays.append(preprocess(item, recognizer.max_pixels))
-            positions.append(index)
-        except CaptchaError as exc:
-            results[index] = {"index": index, "success": False, "error": error_body(exc.code, exc.message)["error"]}
-    if arrays:
-        for index, reading in zip(positions, recognizer.read_arrays(np.stack(arrays))):
-            results[index] = {"index": index, "success": True, **_reading(reading)}
+    results = []
+    for index, outcome in enumerate(recognizer.read_each(items)):
+        if isinstance(outcome, CaptchaError):
+            error = error_body(outcome.code, outcome.message)["error"]
+            results.append({"index": index, "success": False, "error": error})
+        else:
+            results.append({"index": index, "success": True, **_reading(outcome)})
     return jsonify({"success": True, "total": len(results), "results": results})

@@ -213,3 +213,17 @@ def test_json_is_utf8_text_in_documented_order(client, png):
     assert "\\u" not in text
     assert list(response.get_json()) == ["success", "prediction", "confidence"]
     assert response.mimetype == "application/json"
+
+
+@pytest.mark.parametrize("damage", ["corrupt-onnx", "bad-metadata"])
+def test_broken_model_files_give_503_not_a_crash(make_app, tiny_artifact, tmp_path, damage):
+    import shutil
+
+    base = tmp_path / "broken"
+    for suffix in (".keras", ".onnx", ".json"):
+        shutil.copy(tiny_artifact.with_suffix(suffix), base.with_suffix(suffix))
+    if damage == "corrupt-onnx":
+        base.with_suffix(".onnx").write_bytes(b"not an onnx model")
+    else:
+        base.with_suffix(".json").write_text('{"name": "x", "unexpected": 1}')
+    assert make_app(model=base).test_client().get("/health").status_code == 503

@@ -39,7 +39,11 @@ class ModelMetadata:
     @classmethod
     def load(cls, path: Path) -> ModelMetadata:
         with open(path, encoding="utf-8") as handle:
-            return cls(**json.load(handle))
+            fields = json.load(handle)
+        try:
+            return cls(**fields)
+        except TypeError as exc:  # missing or unknown fields
+            raise ValueError(f"{path} is not model metadata: {exc}") from None
 
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")

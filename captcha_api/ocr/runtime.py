@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .decoding import Reading, greedy_decode_batch
+from .errors import CaptchaError
 from .metadata import ModelMetadata, artifact_paths
 from .preprocess import DEFAULT_MAX_PIXELS, INPUT_SHAPE, preprocess
 
@@ -32,7 +33,10 @@ class KerasRuntime:
         import tensorflow as tf
 
         self.path = Path(path)
-        self.model = keras.saving.load_model(self.path, compile=False)
+        try:
+            self.model = keras.saving.load_model(self.path, compile=False)
+        except Exception as exc:  # Keras raises a different type for each way a file can be wrong
+            raise ValueError(f"cannot load the Keras model {self.path}: {exc}") from exc
         spec = tf.TensorSpec((None, *INPUT_SHAPE), tf.float32)
         # One traced graph for every batch size; eager calls would cost tens of ms each.
         self._run = tf.function(lambda batch: self.model(batch, training=False), input_signature=[spec])
@@ -52,7 +56,10 @@ class OnnxRuntime:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime's own error types share no useful base class
+            raise ValueError(f"cannot load the ONNX model {self.path}: {exc}") from exc
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -99,5 +106,19 @@ class Recognizer:
     def read(self, data: bytes) -> Reading:
         return self.read_arrays(preprocess(data, self.max_pixels)[None])[0]
 
-    def read_many(self, items: Sequence[bytes]) -> list[Reading]:
-        return self.read_arrays(np.stack([preprocess(d, self.max_pixels) for d in items]))
+    def read_each(self, items: Sequence[bytes | CaptchaError]) -> list[Reading | CaptchaError]:
+        """Several images in one model call; an image that cannot be read (or came in as an error) stays its error."""
+        outcomes: list = list(items)
+        arrays, positions = [], []
+        for index, item in enumerate(outcomes):
+            if isinstance(item, CaptchaError):
+                continue
+            try:
+                arrays.append(preprocess(item, self.max_pixels))
+                positions.append(index)
+            except CaptchaError as exc:
+                outcomes[index] = exc
+        if arrays:
+            for index, reading in zip(positions, self.read_arrays(np.stack(arrays))):
+                outcomes[index] = reading
+        return outcomes
