@@ -13,7 +13,7 @@ from PIL import Image
 
 from ..ocr.alphabet import Alphabet
 from ..ocr.model import PAD
-from ..ocr.preprocess import IMAGE_HEIGHT, IMAGE_WIDTH, preprocess
+from ..ocr.preprocess import IMAGE_HEIGHT, IMAGE_WIDTH, INPUT_SHAPE, preprocess
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,8 @@ def load_images(files: list[Path], workers: int = 2) -> np.ndarray:
     def one(path: Path) -> np.ndarray:
         return np.round(preprocess(path.read_bytes()) * 255).astype(np.uint8)
 
+    if not files:
+        return np.zeros((0, *INPUT_SHAPE), dtype=np.uint8)
     with ThreadPoolExecutor(workers) as pool:
         return np.stack(list(pool.map(one, files)))
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..ocr.metadata import ModelMetadata, artifact_paths
-from ..ocr.preprocess import preprocess
+from ..ocr.preprocess import preprocess_batch
 from ..ocr.runtime import Recognizer
 from .data import read_labels
 
@@ -79,12 +79,11 @@ def evaluate(
     if not paths:
         raise ValueError("no labelled images to evaluate")
     blobs = [p.read_bytes() for p in paths]
-    recognizer.read(blobs[0])  # warm-up: first call pays for graph set-up
+    recognizer.warm_up()
     readings = []
     started = time.perf_counter()
     for start in range(0, len(blobs), batch_size):
-        batch = np.stack([preprocess(b) for b in blobs[start : start + batch_size]])
-        readings.extend(recognizer.read_arrays(batch))
+        readings.extend(recognizer.read_arrays(preprocess_batch(blobs[start : start + batch_size])))
     elapsed = time.perf_counter() - started
     started = time.perf_counter()
     single = min(len(blobs), 100)

@@ -236,9 +236,8 @@ def train(config: TrainConfig) -> Path:
         len(real_val),
     )
     t0 = time.monotonic()
-    empty = np.zeros((0, 200, 60, 3), np.uint8)
-    syn_x = load_images(syn_train.files) if len(syn_train) else empty
-    real_x = load_images(real_train.files) if len(real_train) else empty
+    syn_x = load_images(syn_train.files)
+    real_x = load_images(real_train.files)
     val_x = load_images(real_val.files).astype(np.float32) / 255.0 if len(real_val) else None
     sval_x = load_images(syn_val.files).astype(np.float32) / 255.0 if len(syn_val) else None
     log.info("loaded in %.0f s", time.monotonic() - t0)
