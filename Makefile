@@ -1,7 +1,7 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
-# Debian packages: curl for the README examples; Cyrillic typewriter and serif faces for the synthetic captcha generator.
-APT_PACKAGES = curl fonts-freefont-ttf fonts-liberation2 fonts-urw-base35 fonts-paratype fonts-cmu fonts-dejavu-core
+# Debian packages: curl for the README examples; wrk for the benchmark; Cyrillic typewriter and serif faces for the synthetic captcha generator.
+APT_PACKAGES = curl wrk fonts-freefont-ttf fonts-liberation2 fonts-urw-base35 fonts-paratype fonts-cmu fonts-dejavu-core
 
 .PHONY: install-system install install-serve serve test lint
 

@@ -1,4 +1,4 @@
-"""Command line: python -m captcha_api {generate,train,evaluate,export,serve} ..."""
+"""Command line: python -m captcha_api {generate,train,evaluate,export,pseudolabel,bench,serve} ..."""
 
 from __future__ import annotations
 
@@ -65,6 +65,12 @@ def _pseudolabel(args) -> int:
     return 0
 
 
+def _bench(args) -> int:
+    from .bench import main
+
+    return main(args)
+
+
 def _serve(args) -> int:
     from .app import create_app
 
@@ -128,6 +134,17 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--min-length", type=int, default=4)
     pl.add_argument("--max-length", type=int, default=7)
     pl.set_defaults(func=_pseudolabel)
+
+    bn = sub.add_parser("bench", help="time the model in process and the service over HTTP; write a report")
+    bn.add_argument("--model", default=str(DEFAULT_MODEL))
+    bn.add_argument("--data", help="labelled folder of images to time (default: ../shared/datasets/fssp-real if there)")
+    bn.add_argument("--workers", type=int, default=2)
+    bn.add_argument("--smoke", action="store_true", help="a short run that checks everything works")
+    bn.add_argument("--out", help="Markdown report (default: docs/benchmarks.md; none with --smoke)")
+    bn.add_argument("--no-keras", action="store_true", help="skip the Keras runtime")
+    bn.add_argument("--no-ddddocr", action="store_true", help="skip ddddocr even when it is installed")
+    bn.add_argument("--no-http", action="store_true", help="in-process figures only")
+    bn.set_defaults(func=_bench)
 
     sv = sub.add_parser("serve", help="run the development server (production: gunicorn -c gunicorn.conf.py)")
     sv.set_defaults(func=_serve)

@@ -8,7 +8,7 @@ keras = pytest.importorskip("keras", reason="training dependencies (requirements
 from captcha_api.ocr.alphabet import FSSP  # noqa: E402
 from captcha_api.ocr.model import build_training_model, inference_model, make_ctc_loss  # noqa: E402
 from captcha_api.ocr.preprocess import image_to_array  # noqa: E402
-from captcha_api.ocr.runtime import KerasRuntime, OnnxRuntime, Recognizer  # noqa: E402
+from captcha_api.ocr.runtime import MODEL_BATCH, KerasRuntime, OnnxRuntime, Recognizer  # noqa: E402
 from captcha_api.training.generator import sample  # noqa: E402
 
 from .conftest import compiled_model, generated_batch  # noqa: E402
@@ -24,17 +24,17 @@ def test_tiny_model_loss_falls():
     assert after < 0.7 * before
 
 
-def test_output_has_one_step_per_four_columns_and_softmax_rows():
+def test_output_has_one_step_per_eight_columns_and_softmax_rows():
     serving = inference_model(build_training_model(FSSP.num_classes))
     probs = np.asarray(serving(np.zeros((2, 200, 60, 3), np.float32)))
-    assert probs.shape == (2, 50, FSSP.num_classes)
+    assert probs.shape == (2, 25, FSSP.num_classes)
     assert np.allclose(probs.sum(axis=-1), 1.0, atol=1e-5)
     assert serving.get_layer("logits") is not None
 
 
 def test_ctc_loss_ignores_padding():
     loss = make_ctc_loss(FSSP.blank_index)
-    logits = np.random.default_rng(0).normal(size=(1, 50, FSSP.num_classes)).astype(np.float32)
+    logits = np.random.default_rng(0).normal(size=(1, 25, FSSP.num_classes)).astype(np.float32)
     short = np.array([[0, 1, 2, 3, -1, -1, -1]])
     padded_other = np.array([[0, 1, 2, 3, -1, -1, -1, -1, -1, -1]])  # wider padding, same label
     assert float(loss(short, logits)[0]) == pytest.approx(float(loss(padded_other, logits)[0]))
@@ -56,3 +56,22 @@ def test_recognizer_reads_bytes_with_either_runtime(tiny_artifact):
     readings = [Recognizer(tiny_artifact, runtime).read(data) for runtime in ("keras", "onnx")]
     assert readings[0].text == readings[1].text
     assert 0.0 <= readings[0].confidence <= 1.0
+
+
+def test_onnx_threads_do_not_change_the_output(tiny_artifact):
+    batch = np.stack([image_to_array(sample(seed=23, index=i)[0]) for i in range(5)])
+    one = OnnxRuntime(tiny_artifact.with_suffix(".onnx"), threads=1)(batch)
+    two = OnnxRuntime(tiny_artifact.with_suffix(".onnx"), threads=2)(batch)
+    assert np.abs(one - two).max() < 1e-5
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "keras"])
+def test_a_batch_larger_than_one_model_call_reads_as_each_image_alone(tiny_artifact, runtime):
+    count = 2 * MODEL_BATCH + 3
+    batch = np.stack([image_to_array(sample(seed=24, index=i)[0]) for i in range(count)])
+    recognizer = Recognizer(tiny_artifact, runtime)
+    together = recognizer.read_arrays(batch)
+    alone = [recognizer.read_arrays(array[None])[0] for array in batch]
+    assert len(together) == count
+    assert [r.text for r in together] == [r.text for r in alone]
+    assert np.allclose([r.confidence for r in together], [r.confidence for r in alone], atol=1e-5)

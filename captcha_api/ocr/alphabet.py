@@ -7,6 +7,7 @@ from dataclasses import dataclass
 FSSP_ALPHABET = "2456789бвгджклмнпрст"
 FSSP_MIN_LENGTH = 4
 FSSP_MAX_LENGTH = 7
+PAD = -1  # pads label rows to a fixed width in training batches; never a class index
 
 
 @dataclass(frozen=True)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from .alphabet import PAD
 from .preprocess import INPUT_SHAPE
 
 ARCHITECTURE = (
-    "Conv32-ReLU-pool2x2 | Conv64-ReLU-pool2x2 | Conv64-BN-ReLU-pool1x3 (height only) | "
-    "Dense128 + dropout | BiLSTM128 | BiLSTM64 | Dense(alphabet+blank) softmax; 50 time steps along the width"
+    "Conv16-ReLU-pool2x2 | Conv32-ReLU-pool2x2 | Conv64-BN-ReLU-pool2x3 | "
+    "Dense128 + dropout | BiLSTM128 | BiLSTM64 | Dense(alphabet+blank) softmax; 25 time steps along the width"
 )
-PAD = -1  # label padding in training batches
 
 
 def _conv_block(x, filters: int, pool: tuple[int, int], name: str, batch_norm: bool = False):
@@ -24,11 +24,16 @@ def _conv_block(x, filters: int, pool: tuple[int, int], name: str, batch_norm: b
 
 
 def build_training_model(num_classes: int) -> keras.Model:
-    """image (N, 200, 60, 3) -> per-time-step logits (N, 50, num_classes); the blank is the last class."""
+    """image (N, 200, 60, 3) -> per-time-step logits (N, 25, num_classes); the blank is the last class.
+
+    Narrow early convolutions keep the full-resolution work small (they were over half the inference time at 32 and
+    64 filters); the last block halves the width too, so the LSTMs run 25 steps, still over three per character
+    at the longest captchas (7).
+    """
     image = keras.Input(shape=INPUT_SHAPE, name="image", dtype="float32")
-    x = _conv_block(image, 32, (2, 2), "block1")
-    x = _conv_block(x, 64, (2, 2), "block2")
-    x = _conv_block(x, 64, (1, 3), "block3", batch_norm=True)
+    x = _conv_block(image, 16, (2, 2), "block1")
+    x = _conv_block(x, 32, (2, 2), "block2")
+    x = _conv_block(x, 64, (2, 3), "block3", batch_norm=True)
     steps, height, channels = x.shape[1], x.shape[2], x.shape[3]
     x = layers.Reshape((steps, height * channels), name="to_sequence")(x)
     x = layers.Dense(128, activation="relu", name="project")(x)

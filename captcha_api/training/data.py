@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..ocr.alphabet import Alphabet
-from ..ocr.model import PAD
+from ..ocr.alphabet import PAD, Alphabet
 from ..ocr.preprocess import IMAGE_HEIGHT, IMAGE_WIDTH, INPUT_SHAPE, preprocess
 
 log = logging.getLogger(__name__)
