@@ -23,13 +23,11 @@ import os
 import platform
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +37,8 @@ import numpy as np
 from .ocr.metadata import artifact_paths
 from .ocr.preprocess import preprocess
 from .ocr.runtime import Recognizer
+from .process import ROOT, GunicornProcess
 
-ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "fssp-real"
 BATCH = 64
 HTTP_BATCH = 32
@@ -146,54 +144,20 @@ def exact(texts: list[str], truths: list[str]) -> float:
 # ---------------------------------------------------------------- HTTP
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Gunicorn:
-    """The service as deployed (gunicorn.conf.py), on a loopback port, with an API key and limits out of the way."""
+class Service(GunicornProcess):
+    """The service with an API key and limits set beyond what a benchmark sends (the limiter still runs)."""
 
     def __init__(self, model: Path, runtime: str, workers: int, log_path: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.key = secrets.token_hex(16)
         env = {
-            **os.environ,
-            "CAPTCHA_HOST": "127.0.0.1",
-            "CAPTCHA_PORT": str(self.port),
             "CAPTCHA_API_KEYS": self.key,
             "CAPTCHA_MODEL": str(model),
             "CAPTCHA_RUNTIME": runtime,
             "CAPTCHA_WORKERS": str(workers),
-            # The limiter still runs on every request; its limits are set beyond what a benchmark sends.
             "CAPTCHA_RATE_LIMIT": "10000000/minute",
             "CAPTCHA_BATCH_RATE_LIMIT": "10000000/minute",
         }
-        self.log = open(log_path, "w")  # a file, not a pipe: a full pipe would stall the server
-        self.started = time.monotonic()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
-            cwd=ROOT,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def wait_ready(self, timeout: float = 60.0) -> float:
-        """Seconds from process start to the first 200 from /health."""
-        while time.monotonic() - self.started < timeout:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {self.process.returncode}; see {self.log.name}")
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=1) as response:
-                    if response.status == 200:
-                        return time.monotonic() - self.started
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.005)
-        raise RuntimeError(f"gunicorn was not ready after {timeout} s; see {self.log.name}")
+        super().__init__(env, log_path)
 
     def post(self, path: str, body: bytes, content_type: str) -> dict:
         request = urllib.request.Request(
@@ -201,20 +165,6 @@ class Gunicorn:
         )
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read())
-
-    def worker_pids(self) -> list[int]:
-        pid = self.process.pid
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        return [int(child) for child in children]
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.log.close()
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -256,9 +206,7 @@ end
 """
 
 
-def wrk(
-    server: Gunicorn, path: str, body: bytes, content_type: str, connections: int, seconds: int, work: Path
-) -> dict:
+def wrk(server: Service, path: str, body: bytes, content_type: str, connections: int, seconds: int, work: Path) -> dict:
     """One wrk run: POST the same body for `seconds` over `connections` connections; latency in ms."""
     body_file = work / f"body-{secrets.token_hex(4)}"
     body_file.write_bytes(body)
@@ -283,7 +231,7 @@ def wrk(
 
 
 def run_http(model: Path, runtime: str, workers: int, blobs: list[bytes], texts: list[str], plan: Plan, work: Path):
-    server = Gunicorn(model, runtime, workers, work / "gunicorn.log")
+    server = Service(model, runtime, workers, work / "gunicorn.log").start()
     try:
         ready = server.wait_ready()
         image, text = blobs[0], texts[0]

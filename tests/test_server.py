@@ -5,8 +5,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,15 +12,10 @@ import urllib.request
 
 import pytest
 
+from captcha_api.process import GunicornProcess, free_port
 from captcha_api.training.data import read_labels
 
 from .conftest import ROOT
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def http(method, url, body=None, headers=None, timeout=30):
@@ -44,47 +37,9 @@ def server_log(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(server_log):
-    port = free_port()
-    log_path = server_log
-    log = open(log_path, "w")  # a file, not a pipe: a full pipe would stall the server
-    env = {
-        **os.environ,
-        "CAPTCHA_HOST": "127.0.0.1",
-        "CAPTCHA_PORT": str(port),
-        "CAPTCHA_API_KEYS": "",
-        "CAPTCHA_WORKERS": "2",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            log.close()
-            pytest.fail(f"gunicorn exited: {log_path.read_text()}")
-        try:
-            if http("GET", base + "/health", timeout=2)[0] == 200:
-                break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        process.kill()
-        process.wait()
-        log.close()
-        pytest.fail(f"gunicorn did not become healthy within 90 s: {log_path.read_text()}")
-    yield base
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    log.close()
+    env = {"CAPTCHA_API_KEYS": "", "CAPTCHA_WORKERS": "2"}
+    with GunicornProcess(env, server_log) as service:
+        yield service.url
 
 
 def test_health_and_info(server):
