@@ -32,6 +32,8 @@ def create_app(test_config: Mapping | None = None) -> Flask:
     logs.init_app(app)  # first, so the request id exists before any other hook can fail
     security.init_app(app)
     errors.init_app(app)
+    # Registered before the limiter's own hook, so it runs after it (Flask runs these in reverse order).
+    app.after_request(_retry_after_only_when_limited)
     limiter.init_app(app)
     cors.init_app(
         app,
@@ -43,6 +45,14 @@ def create_app(test_config: Mapping | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.extensions["recognizer"] = load_model(settings)
     return app
+
+
+def _retry_after_only_when_limited(response):
+    """Flask-Limiter adds Retry-After to every answer of a limited route; clients that honour it would then wait
+    after a 400 or a 503 for no reason. Only a 429 says when to come back."""
+    if response.status_code != 429:
+        response.headers.pop("Retry-After", None)
+    return response
 
 
 def load_model(settings) -> Recognizer | None:

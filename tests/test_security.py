@@ -69,6 +69,17 @@ def test_rate_limit_reached_then_reset(make_app, png):
     assert client.post("/predict", json=body_for("/predict", png), headers=headers).status_code == 200
 
 
+def test_only_a_429_says_retry_after(make_app, png):
+    client = make_app(rate_limit="100/minute").test_client()
+    headers = {"X-API-Key": KEY}
+    ok = client.post("/predict", json=body_for("/predict", png), headers=headers)
+    bad = client.post("/predict", json={"image": "!!"}, headers=headers)
+    assert (ok.status_code, bad.status_code) == (200, 400)
+    for response in (ok, bad):
+        assert "Retry-After" not in response.headers
+        assert int(response.headers["X-RateLimit-Remaining"]) < 100
+
+
 def test_rate_limit_is_per_key(make_app, png):
     client = make_app(api_keys=[KEY, OTHER_KEY], rate_limit="2/minute").test_client()
     send = lambda key: client.post("/predict", json=body_for("/predict", png), headers={"X-API-Key": key}).status_code  # noqa: E731
