@@ -1,0 +1,270 @@
+"""A small client for the CaptchaOCR HTTP service, on requests: `CaptchaClient`, `Prediction` and the errors.
+
+Usage and examples: README.md beside this package.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import math
+import mimetypes
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import UTC
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import requests
+
+__version__ = "1.0.0"
+__all__ = [
+    "AuthError",
+    "CaptchaClient",
+    "CaptchaError",
+    "InvalidInput",
+    "NetworkError",
+    "Prediction",
+    "RateLimited",
+    "RequestTimeout",
+    "ServiceUnavailable",
+    "parse_retry_after",
+]
+
+ImageInput = bytes | bytearray | memoryview | str | os.PathLike[str]
+RETRY_STATUSES = frozenset({429, 503})
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One captcha's reading: its text and the model's probability for the whole reading, in [0, 1]."""
+
+    text: str
+    confidence: float
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+class CaptchaError(Exception):
+    """Any failure of a call. `status` is the HTTP status (None when no answer came), `code` the service's
+    `error.code` (e.g. "invalid_image"), `retry_after` the seconds the service asked to wait, if it said."""
+
+    def __init__(
+        self, message: str, status: int | None = None, code: str | None = None, retry_after: float | None = None
+    ):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        where = f"HTTP {self.status}" if self.status is not None else "no answer"
+        return f"{self.message} ({where}, {self.code})"
+
+
+class InvalidInput(CaptchaError):
+    """The service refused the request or image (400, 413, 415, 422): sending it again will not help."""
+
+
+class AuthError(CaptchaError):
+    """The API key is missing or wrong (401/403)."""
+
+
+class RateLimited(CaptchaError):
+    """429 after every retry; `retry_after` says how long to wait before the next call."""
+
+
+class ServiceUnavailable(CaptchaError):
+    """503 after every retry: the service has no model loaded (or a proxy in front of it is down)."""
+
+
+class NetworkError(CaptchaError):
+    """No HTTP answer: connection refused or reset, DNS failure, and so on. `status` is None."""
+
+
+class RequestTimeout(NetworkError):
+    """The service did not connect or answer within the client's timeout."""
+
+
+ERRORS_BY_STATUS: dict[int, type[CaptchaError]] = {
+    400: InvalidInput,
+    401: AuthError,
+    403: AuthError,
+    413: InvalidInput,
+    415: InvalidInput,
+    422: InvalidInput,
+    429: RateLimited,
+    503: ServiceUnavailable,
+}
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """A Retry-After header (delay in seconds or an HTTP date) -> seconds to wait from now, or None if unusable."""
+    if not value or not value.strip():
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - time.time()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+class CaptchaClient:
+    """Calls a CaptchaOCR service. One requests.Session per client; use it as a context manager or call close().
+
+    `timeout` (seconds) bounds connecting and each wait for data on every call. 429 and 503 answers are retried up
+    to `retries` times, waiting what Retry-After says (at least the back-off, since servers round it down); when the
+    service asks for longer than `max_retry_after`, the error is raised at once with its `retry_after`.
+    """
+
+    backoff = 0.5  # seconds before the first retry when Retry-After is absent or 0; doubles each retry
+    max_retry_after = 30.0  # never sleep longer than this inside a call
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        retries: int = 2,
+        session: requests.Session | None = None,
+    ):
+        if retries < 0:
+            raise ValueError("retries must be 0 or more")
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.timeout = timeout
+        self.retries = retries
+        self._owns_session = session is None
+        self.session = session if session is not None else requests.Session()
+        self._headers = {"Accept": "application/json", "User-Agent": f"captcha-ocr-client/{__version__}"}
+        if api_key:
+            self._headers["X-API-Key"] = api_key
+
+    def predict_file(self, path: str | os.PathLike[str]) -> Prediction:
+        """Read the captcha in an image file, sent as a multipart upload."""
+        path = Path(path)
+        mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        return self._predict_upload(path.name, path.read_bytes(), mime)
+
+    def predict_bytes(self, data: bytes | bytearray | memoryview) -> Prediction:
+        """Read the captcha in encoded image bytes (PNG, JPEG, ...), sent as a multipart upload."""
+        return self._predict_upload("captcha", bytes(data), "application/octet-stream")
+
+    def predict_base64(self, text: str) -> Prediction:
+        """Read a captcha given as a base64 string or a data URL (`data:image/png;base64,...`)."""
+        return self._prediction(self._call("POST", "/predict", json={"image": text}))
+
+    def predict_batch(self, images: list[ImageInput]) -> list[dict[str, Any]]:
+        """Read several captchas in one call: bytes, paths (Path objects) and base64 strings or data URLs.
+
+        Returns the service's per-image results in order, e.g. `{"index": 0, "success": true, "prediction": "...",
+        "confidence": 0.98}` or `{"index": 1, "success": false, "error": {"code": ..., "message": ...}}`: one bad
+        image fails only its own entry. A `str` is always taken as base64; pass file names as `Path`.
+        """
+        body = self._call("POST", "/predict-batch", json={"images": [_as_base64(image) for image in images]})
+        return body["results"]
+
+    def health(self) -> dict[str, Any]:
+        """`{"status": "ok", "model_loaded": true, "version": ...}`; a 503 "unavailable" answer is returned, not
+        raised or retried, so `health()["model_loaded"]` tells whether the service can read captchas now."""
+        return self._call("GET", "/health", ok_statuses=(200, 503), retry=False)
+
+    def info(self) -> dict[str, Any]:
+        """The service's description: version, model (alphabet, input size, measured accuracy), endpoints, limits."""
+        return self._call("GET", "/info")
+
+    def close(self) -> None:
+        """Close the session this client made (a session passed in stays its owner's to close)."""
+        if self._owns_session:
+            self.session.close()
+
+    def __enter__(self) -> CaptchaClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"CaptchaClient({self.base_url!r}, api_key={'***' if self.api_key else None}, timeout={self.timeout})"
+
+    def _predict_upload(self, name: str, data: bytes, mime: str) -> Prediction:
+        return self._prediction(self._call("POST", "/predict", files={"image": (name, data, mime)}))
+
+    @staticmethod
+    def _prediction(body: dict[str, Any]) -> Prediction:
+        return Prediction(text=body["prediction"], confidence=float(body["confidence"]), raw=body)
+
+    def _call(
+        self, method: str, path: str, *, ok_statuses: tuple[int, ...] = (200,), retry: bool = True, **kwargs: Any
+    ) -> dict[str, Any]:
+        response = self._send(method, path, retry=retry, **kwargs)
+        with response:
+            if response.status_code not in ok_statuses:
+                raise _error_from(response)
+            try:
+                body = response.json()
+            except ValueError:
+                if response.status_code != 200:  # e.g. a proxy's HTML 503 page
+                    raise _error_from(response) from None
+                raise CaptchaError("the answer is not JSON", response.status_code, "invalid_response") from None
+        if not isinstance(body, dict):
+            raise CaptchaError("the answer is not a JSON object", response.status_code, "invalid_response")
+        return body
+
+    def _send(self, method: str, path: str, *, retry: bool, **kwargs: Any) -> requests.Response:
+        url = self.base_url + path
+        attempt = 0
+        while True:
+            try:
+                response = self.session.request(method, url, headers=self._headers, timeout=self.timeout, **kwargs)
+            except requests.Timeout as exc:
+                raise RequestTimeout(f"{method} {url} got no answer within {self.timeout} s", None, "timeout") from exc
+            except requests.RequestException as exc:
+                raise NetworkError(f"{method} {url} failed: {exc}", None, "network_error") from exc
+            if not retry or response.status_code not in RETRY_STATUSES or attempt >= self.retries:
+                return response
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            if retry_after is not None and retry_after > self.max_retry_after:
+                return response  # waiting that long inside a call would surprise the caller: let them decide
+            response.close()
+            time.sleep(max(retry_after or 0.0, self.backoff * 2**attempt))
+            attempt += 1
+
+
+def _as_base64(image: ImageInput) -> str:
+    if isinstance(image, str):
+        return image
+    if isinstance(image, os.PathLike):
+        image = Path(image).read_bytes()
+    if isinstance(image, bytes | bytearray | memoryview):
+        return base64.b64encode(image).decode("ascii")
+    raise TypeError(f"an image must be bytes, a Path or a base64 string, not {type(image).__name__}")
+
+
+def _error_from(response: requests.Response) -> CaptchaError:
+    """The service's JSON error envelope (or whatever a proxy sent instead) -> the matching exception."""
+    status = response.status_code
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        code = str(error.get("code") or "http_error")
+        message = str(error.get("message") or response.reason)
+    else:
+        code = "http_error"
+        message = f"HTTP {status} {response.reason}: {response.text[:200]}".rstrip(": ")
+    # Retry-After only means "come back then" on the statuses worth retrying
+    retry_after = parse_retry_after(response.headers.get("Retry-After")) if status in RETRY_STATUSES else None
+    return ERRORS_BY_STATUS.get(status, CaptchaError)(message, status, code, retry_after)

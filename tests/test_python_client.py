@@ -1,0 +1,353 @@
+"""The Python client (clients/python) against the live service under gunicorn, and its README's examples as written."""
+
+import base64
+import contextlib
+import email.utils
+import re
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import requests
+from captcha_ocr_client import (
+    AuthError,
+    CaptchaClient,
+    CaptchaError,
+    InvalidInput,
+    NetworkError,
+    Prediction,
+    RateLimited,
+    RequestTimeout,
+    ServiceUnavailable,
+    parse_retry_after,
+)
+from PIL import Image
+
+from captcha_api.process import GunicornProcess, free_port
+from captcha_api.training.generator import sample
+
+from .conftest import KEY, ROOT, encode
+
+README = ROOT / "clients" / "python" / "README.md"
+
+
+@pytest.fixture(scope="module")
+def samples() -> list[tuple[bytes, str]]:
+    """Eight generated captchas as PNG bytes with their texts."""
+    return [(encode(image, "PNG"), text) for image, text in (sample(seed=2024, index=i) for i in range(8))]
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    env = {"CAPTCHA_API_KEYS": KEY, "CAPTCHA_WORKERS": "1"}
+    with GunicornProcess(env, tmp_path_factory.mktemp("client") / "server.log") as process:
+        yield process.url
+
+
+@pytest.fixture(scope="module")
+def limited_service(tmp_path_factory):
+    env = {"CAPTCHA_API_KEYS": KEY, "CAPTCHA_WORKERS": "1", "CAPTCHA_RATE_LIMIT": "2/second"}
+    with GunicornProcess(env, tmp_path_factory.mktemp("limited") / "server.log") as process:
+        yield process.url
+
+
+@pytest.fixture(scope="module")
+def modelless_service(tmp_path_factory):
+    """The service started with a model path that does not exist: it runs and answers 503 model_unavailable."""
+    folder = tmp_path_factory.mktemp("modelless")
+    env = {"CAPTCHA_API_KEYS": KEY, "CAPTCHA_WORKERS": "1", "CAPTCHA_MODEL": str(folder / "missing")}
+    process = GunicornProcess(env, folder / "server.log").start()
+    try:
+        deadline = time.monotonic() + 90
+        with CaptchaClient(process.url, timeout=1) as client:
+            while True:
+                try:
+                    assert client.health()["model_loaded"] is False
+                    break
+                except NetworkError:
+                    assert process.process.poll() is None and time.monotonic() < deadline, process.log()
+                    time.sleep(0.05)
+        yield process.url
+    finally:
+        process.stop()
+
+
+def recording_session(log: list) -> requests.Session:
+    """A session that notes (time, status, Retry-After) of every answer it gets, retries included."""
+    session = requests.Session()
+    note = lambda response, *args, **kwargs: log.append(  # noqa: E731
+        (time.monotonic(), response.status_code, response.headers.get("Retry-After"))
+    )
+    session.hooks["response"].append(note)
+    return session
+
+
+def as_form(png: bytes, form: str, tmp_path: Path):
+    if form == "file":
+        path = tmp_path / "captcha.png"
+        path.write_bytes(png)
+        return path
+    if form == "base64":
+        return base64.b64encode(png).decode()
+    if form == "data_url":
+        return "data:image/png;base64," + base64.b64encode(png).decode()
+    return png
+
+
+def test_health_and_info(service):
+    with CaptchaClient(service, api_key=KEY) as client:
+        assert client.health() == {"status": "ok", "model_loaded": True, "version": "1.0.0"}
+        info = client.info()
+    assert info["version"] == "1.0.0" and info["model"]["name"] == "fssp"
+    assert info["model"]["alphabet"] == "2456789бвгджклмнпрст"
+
+
+@pytest.mark.parametrize(
+    ("method", "form"),
+    [
+        ("predict_file", "file"),
+        ("predict_bytes", "bytes"),
+        ("predict_base64", "base64"),
+        ("predict_base64", "data_url"),
+    ],
+)
+def test_every_input_form_reads_the_captchas(service, samples, tmp_path, method, form):
+    with CaptchaClient(service, api_key=KEY) as client:
+        predictions = [getattr(client, method)(as_form(png, form, tmp_path)) for png, _ in samples]
+    assert all(isinstance(p, Prediction) and 0 <= p.confidence <= 1 for p in predictions)
+    assert all(p.raw["success"] is True and p.raw["prediction"] == p.text for p in predictions)
+    assert sum(p.text == text for p, (_, text) in zip(predictions, samples)) >= 7
+
+
+def test_predict_file_accepts_a_str_path(service, samples, tmp_path):
+    png, text = samples[0]
+    (tmp_path / "one.png").write_bytes(png)
+    with CaptchaClient(service, api_key=KEY) as client:
+        assert client.predict_file(str(tmp_path / "one.png")).text == text
+
+
+def test_batch_of_mixed_forms_keeps_the_order(service, samples, tmp_path):
+    images = []
+    for i, ((png, _), form) in enumerate(zip(samples, ["bytes", "file", "base64", "data_url"] * 2)):
+        (tmp_path / str(i)).mkdir()
+        images.append(as_form(png, form, tmp_path / str(i)))
+    with CaptchaClient(service, api_key=KEY) as client:
+        results = client.predict_batch(images)
+    assert [r["index"] for r in results] == list(range(8)) and all(r["success"] for r in results)
+    assert sum(r["prediction"] == text for r, (_, text) in zip(results, samples)) >= 7
+
+
+def test_batch_with_bad_entries_fails_only_those(service, samples):
+    png, text = samples[0]
+    with CaptchaClient(service, api_key=KEY) as client:
+        results = client.predict_batch([png, "!!! not base64", b"not an image", png])
+    assert [r["success"] for r in results] == [True, False, False, True]
+    assert results[1]["error"]["code"] == "invalid_base64"
+    assert results[2]["error"]["code"] == "invalid_image"
+    assert results[0]["prediction"] == results[3]["prediction"] == text
+
+
+def test_batch_refuses_what_is_not_an_image_input(service):
+    with CaptchaClient(service, api_key=KEY) as client, pytest.raises(TypeError):
+        client.predict_batch([12345])
+
+
+@pytest.mark.parametrize(
+    ("api_key", "code"), [("wrong-key-0123456789abcdef", "invalid_api_key"), (None, "missing_api_key")]
+)
+def test_bad_key_raises_auth_error(service, samples, api_key, code):
+    with CaptchaClient(service, api_key=api_key) as client:
+        assert client.health()["status"] == "ok"  # /health needs no key
+        for call in (lambda: client.predict_bytes(samples[0][0]), client.info):
+            with pytest.raises(AuthError) as caught:
+                call()
+            assert isinstance(caught.value, CaptchaError)
+            assert (caught.value.status, caught.value.code) == (401, code)
+            assert code in str(caught.value) and "401" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("call", "argument", "status", "code"),
+    [
+        ("predict_bytes", b"this is not an image", 400, "invalid_image"),
+        ("predict_base64", "!!! not base64", 400, "invalid_base64"),
+        ("predict_base64", "", 400, "missing_image"),
+        ("predict_bytes", encode(Image.new("RGB", (1, 1)), "PNG"), 422, "unreadable_image"),
+    ],
+)
+def test_bad_image_raises_invalid_input_with_the_service_code(service, call, argument, status, code):
+    with CaptchaClient(service, api_key=KEY) as client:
+        with pytest.raises(InvalidInput) as caught:
+            getattr(client, call)(argument)
+    assert (caught.value.status, caught.value.code) == (status, code)
+    assert caught.value.message and caught.value.retry_after is None
+
+
+def test_context_manager_closes_its_own_session_only(service):
+    with CaptchaClient(service) as client:
+        client.health()
+        pools = client.session.get_adapter(service).poolmanager.pools
+        assert len(pools) == 1
+    assert len(pools) == 0  # closed on exit
+    with requests.Session() as session:
+        with CaptchaClient(service, session=session) as client:
+            client.health()
+        assert len(session.get_adapter(service).poolmanager.pools) == 1  # the caller's session stays open
+
+
+def test_burst_over_the_rate_limit_succeeds_with_retries(limited_service, samples):
+    answers = []
+    png, text = samples[0]
+    with recording_session(answers) as session, CaptchaClient(limited_service, api_key=KEY, session=session) as client:
+        readings = [client.predict_bytes(png).text for _ in range(6)]
+    assert readings == [text] * 6
+    statuses = [status for _, status, _ in answers]
+    assert statuses.count(200) == 6 and statuses.count(429) >= 1, statuses
+    for (when, status, retry_after), (after, _, _) in zip(answers, answers[1:]):
+        if status == 429:  # the retry waited what the service asked, and at least the client's back-off
+            assert after - when >= max(float(retry_after), CaptchaClient.backoff) - 0.01
+
+
+def test_rate_limit_surfaces_as_rate_limited_without_retries(limited_service, samples):
+    answers = []
+    with recording_session(answers) as session:
+        with CaptchaClient(limited_service, api_key=KEY, retries=0, session=session) as client:
+            with pytest.raises(RateLimited) as caught:
+                for _ in range(5):  # at most 4 fit in the two one-second windows that 5 quick calls can span
+                    client.predict_bytes(samples[0][0])
+    assert (caught.value.status, caught.value.code) == (429, "rate_limited")
+    assert caught.value.retry_after is not None and 0 <= caught.value.retry_after <= 1
+    assert [status for _, status, _ in answers][-1] == 429 and len(answers) <= 5  # one request per call
+
+
+def test_missing_model_503_is_retried_then_raised(modelless_service, samples):
+    answers = []
+    with recording_session(answers) as session:
+        with CaptchaClient(modelless_service, api_key=KEY, retries=2, session=session) as client:
+            client.backoff = 0.05
+            with pytest.raises(ServiceUnavailable) as caught:
+                client.predict_bytes(samples[0][0])
+            assert [status for _, status, _ in answers] == [503, 503, 503]
+            assert answers[2][0] - answers[0][0] >= 0.05 + 0.1 - 0.01  # back-off doubles
+            answers.clear()
+            with pytest.raises(ServiceUnavailable):
+                client.info()
+            assert len(answers) == 3
+            answers.clear()
+            assert client.health() == {"status": "unavailable", "model_loaded": False, "version": "1.0.0"}
+            assert len(answers) == 1  # health reports the 503, it does not retry it
+    assert (caught.value.status, caught.value.code) == (503, "model_unavailable")
+
+
+@pytest.fixture
+def silent_socket():
+    """A loopback port that accepts connections (the kernel's backlog) and never answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def test_timeout_raises_request_timeout(silent_socket, samples):
+    with CaptchaClient(silent_socket, timeout=0.3) as client:
+        started = time.monotonic()
+        with pytest.raises(RequestTimeout) as caught:
+            client.predict_bytes(samples[0][0])
+    assert 0.25 < time.monotonic() - started < 2  # not retried
+    assert isinstance(caught.value, NetworkError) and (caught.value.status, caught.value.code) == (None, "timeout")
+
+
+def test_refused_connection_raises_network_error():
+    with CaptchaClient(f"http://127.0.0.1:{free_port()}", timeout=2) as client:
+        with pytest.raises(NetworkError) as caught:
+            client.health()
+    assert not isinstance(caught.value, RequestTimeout) and caught.value.code == "network_error"
+
+
+class Scripted(BaseHTTPRequestHandler):
+    """Answers each request with the next (status, headers, body) of the server's script."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.server.requests += 1
+        status, headers, body = self.server.script.pop(0)
+        self.send_response(status)
+        for name, value in {**headers, "Content-Length": str(len(body))}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def scripted_server(*script):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Scripted)
+    server.script, server.requests = list(script), 0
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_retry_after_longer_than_the_cap_is_raised_at_once(samples):
+    limited = (429, {"Retry-After": "3600"}, b'{"success": false, "error": {"code": "rate_limited", "message": "x"}}')
+    with scripted_server(limited, limited) as server:
+        with CaptchaClient(f"http://127.0.0.1:{server.server_port}", retries=1) as client:
+            with pytest.raises(RateLimited) as caught:
+                client.predict_bytes(samples[0][0])
+    assert server.requests == 1 and caught.value.retry_after == 3600
+
+
+def test_http_date_retry_after_is_honoured_and_proxy_errors_are_clear(samples):
+    soon = email.utils.formatdate(time.time() + 1.5, usegmt=True)
+    html = (503, {"Retry-After": soon, "Content-Type": "text/html"}, b"<html>Service Unavailable</html>")
+    proxy = (502, {"Content-Type": "text/html"}, b"<html><body>Bad Gateway</body></html>")
+    with scripted_server(html, proxy) as server:
+        with CaptchaClient(f"http://127.0.0.1:{server.server_port}") as client:
+            started = time.monotonic()
+            with pytest.raises(CaptchaError) as caught:
+                client.predict_bytes(samples[0][0])
+    assert server.requests == 2 and time.monotonic() - started >= 0.4  # waited for the date (1 s resolution)
+    assert (caught.value.status, caught.value.code) == (502, "http_error") and "Bad Gateway" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [("3", 3.0), ("0", 0.0), ("-5", 0.0), ("1.5", 1.5), ("", None), (None, None), ("soon", None), ("nan", None)],
+)
+def test_parse_retry_after(header, seconds):
+    assert parse_retry_after(header) == seconds
+
+
+def test_parse_retry_after_http_dates():
+    assert 8 < parse_retry_after(email.utils.formatdate(time.time() + 10, usegmt=True)) <= 10
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+
+
+def readme_python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
+
+
+def test_readme_examples_run_as_written(service, samples, tmp_path, monkeypatch, capsys):
+    blocks = readme_python_blocks()
+    assert len(blocks) >= 3
+    png, text = samples[0]
+    (tmp_path / "captcha.png").write_bytes(png)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CAPTCHA_API_KEY", KEY)
+    for number, block in enumerate(blocks, 1):
+        code = block.replace("http://localhost:5000", service)
+        exec(compile(code, f"{README.name} python block {number}", "exec"), {"__name__": "__readme__"})
+    output = capsys.readouterr().out
+    assert output.count(text) >= 5, output  # file, bytes, data URL and batch readings of captcha.png
+    assert "'model_loaded': True" in output
+    assert "3 invalid_base64" in output and "refused: 400 invalid_image" in output, output
