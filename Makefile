@@ -1,7 +1,7 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
-# Debian packages: curl for the README examples; wrk for the benchmark; Cyrillic typewriter and serif faces for the synthetic captcha generator.
-APT_PACKAGES = curl wrk fonts-freefont-ttf fonts-liberation2 fonts-urw-base35 fonts-paratype fonts-cmu fonts-dejavu-core
+# Debian packages: curl for the README examples; wrk for the benchmark; Cyrillic typewriter and serif faces for the synthetic captcha generator; chromium for the browser end-to-end test.
+APT_PACKAGES = curl wrk fonts-freefont-ttf fonts-liberation2 fonts-urw-base35 fonts-paratype fonts-cmu fonts-dejavu-core chromium
 
 .PHONY: install-system install install-serve serve test lint
 
@@ -12,6 +12,7 @@ install-system:
 
 install: install-system
 	$(PIP) install -r requirements-dev.txt
+	npm ci --prefix clients/node
 
 install-serve:
 	$(PIP) install -r requirements.txt
@@ -21,6 +22,7 @@ serve: install-serve
 
 test: install
 	$(PYTHON) -m pytest
+	PYTHON=$(PYTHON) npm test --prefix clients/node
 
 lint:
 	$(PYTHON) -m ruff check . && $(PYTHON) -m ruff format --check .

@@ -1,0 +1,124 @@
+/// <reference types="node" />
+
+/** An image as bytes (PNG, JPEG, ...), a base64 string, or a base64 data URL (`data:image/png;base64,...`). */
+export type CaptchaInput = Buffer | Uint8Array | string;
+
+export interface CaptchaClientOptions {
+  /** Sent as the `X-API-Key` header (never to the image servers of `predictUrl`). */
+  apiKey?: string;
+  /** Milliseconds allowed for each HTTP attempt, answer body included. Default 30000. */
+  timeout?: number;
+  /** Extra attempts after a 429 or 503 answer, each after the wait `Retry-After` asks for. Default 2. */
+  retries?: number;
+  /**
+   * Longest wait before a retry, in milliseconds, whatever `Retry-After` says. Default 60000. Without a
+   * `Retry-After` header the client waits 250 ms, then 500 ms, doubling per attempt, within the same cap.
+   */
+  maxRetryDelay?: number;
+}
+
+export interface RequestOptions {
+  /** Cancels the request, and any wait before a retry; the promise then rejects with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+export interface ErrorDetail {
+  code: string;
+  message: string;
+}
+
+/** `POST /predict`. */
+export interface Prediction {
+  success: true;
+  prediction: string;
+  /** Probability of the whole reading, in [0, 1]. */
+  confidence: number;
+}
+
+export type BatchItem =
+  | { index: number; success: true; prediction: string; confidence: number }
+  | { index: number; success: false; error: ErrorDetail };
+
+/** `POST /predict-batch`: one bad image fails only its own entry. */
+export interface BatchPrediction {
+  success: true;
+  total: number;
+  results: BatchItem[];
+}
+
+/** `GET /health`. */
+export interface Health {
+  status: 'ok' | 'unavailable';
+  model_loaded: boolean;
+  version: string;
+}
+
+/** `GET /info`. */
+export interface Info {
+  name: string;
+  version: string;
+  description: string;
+  model: {
+    name: string;
+    path: string;
+    runtime: string;
+    /** [height, width] */
+    image_size: [number, number];
+    max_sequence_length: number;
+    alphabet: string;
+    accuracy: Record<string, unknown>;
+  };
+  endpoints: Record<string, string>;
+  limits: { max_image_bytes: number; max_batch: number; rate_limit: string | null };
+}
+
+/**
+ * Every failure the client raises, except a `TypeError` for a bad argument (thrown before any request) and a
+ * cancellation by the caller's own `signal`.
+ *
+ * - An HTTP answer that is not 2xx: `status` is the HTTP status, `code` the service's `error.code`
+ *   (`invalid_api_key`, `invalid_image`, `rate_limited`, `model_unavailable`, ...; `http_error` when the body has
+ *   none, e.g. from a proxy), `body` the parsed JSON body (or the raw text when it is not JSON).
+ * - `predictUrl` when the image server does not answer 2xx: `status` is that server's status, `code`
+ *   `image_fetch_failed`.
+ * - A 2xx answer that is not JSON: `code` `invalid_response`.
+ * - No answer at all: the subclasses `CaptchaNetworkError` and `CaptchaTimeoutError`, with `status` 0.
+ */
+export class CaptchaApiError extends Error {
+  constructor(message: string, details: { status: number; code: string; body?: unknown; cause?: unknown });
+  readonly status: number;
+  readonly code: string;
+  readonly body: unknown;
+}
+
+/** The service could not be reached (connection refused or reset, DNS failure): `status` 0, `code` `network_error`. */
+export class CaptchaNetworkError extends CaptchaApiError {
+  constructor(message: string, details?: { cause?: unknown; code?: string });
+}
+
+/** No complete answer within `timeout` milliseconds: `status` 0, `code` `timeout`. Not retried. */
+export class CaptchaTimeoutError extends CaptchaNetworkError {
+  constructor(message: string, details?: { cause?: unknown });
+}
+
+export class CaptchaClient {
+  /** @param baseUrl the service's root, e.g. `http://127.0.0.1:5000` */
+  constructor(baseUrl: string | URL, options?: CaptchaClientOptions);
+  readonly baseUrl: string;
+  readonly apiKey: string | undefined;
+  readonly timeout: number;
+  readonly retries: number;
+  readonly maxRetryDelay: number;
+
+  /** Bytes go as multipart field `image`; a base64 string or data URL as JSON `{"image": ...}`. */
+  predict(input: CaptchaInput, options?: RequestOptions): Promise<Prediction>;
+  /** Reads the file, then `predict`s its bytes. */
+  predictFile(path: string | URL, options?: RequestOptions): Promise<Prediction>;
+  /** JSON `{"images": [...]}`; bytes are sent as base64. */
+  predictBatch(inputs: CaptchaInput[], options?: RequestOptions): Promise<BatchPrediction>;
+  /** Downloads the image itself (with no API key), then `predict`s its bytes. */
+  predictUrl(url: string | URL, options?: RequestOptions): Promise<Prediction>;
+  /** Resolves on 200 and on 503 (no model loaded yet), without retrying. */
+  health(options?: RequestOptions): Promise<Health>;
+  info(options?: RequestOptions): Promise<Info>;
+}
