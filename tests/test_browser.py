@@ -1,9 +1,10 @@
 """End to end in a real browser: the Puppeteer example logs in to the demo site through its captcha, read by the
-service under gunicorn, 20 times."""
+service under gunicorn, 20 times, run by the command line of the README's Puppeteer section as written."""
 
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import threading
@@ -18,7 +19,11 @@ from .conftest import KEY, ROOT
 from .demo_site import create_demo_app
 
 NODE_CLIENT = ROOT / "clients" / "node"
-EXAMPLE = NODE_CLIENT / "examples" / "puppeteer-login.js"
+README = ROOT / "README.md"
+README_SECTION = "## Puppeteer example"
+README_COMMAND = "node clients/node/examples/puppeteer-login.js"
+# What the README's command line names and the test replaces with its own demo site, service and key.
+README_SITE, README_API_URL, README_KEY = "http://127.0.0.1:8000/", "http://127.0.0.1:5000", "my-key-0123456789abcdef"
 CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
 ROUNDS = 20
 
@@ -83,18 +88,38 @@ def test_demo_site_accepts_only_the_right_answer():
     assert '<p id="result">wrong captcha</p>' in again.get_data(as_text=True)
 
 
+def readme_command() -> list[str]:
+    """The arguments of the line of the README's Puppeteer section that runs the example."""
+    text = README.read_text(encoding="utf-8")
+    section = re.search(rf"^{re.escape(README_SECTION)}\n(.*?)(?=^## |\Z)", text, flags=re.S | re.M)
+    assert section, f"{README.name} has no section {README_SECTION!r}"
+    lines = [line.strip() for line in section.group(1).splitlines() if line.strip().startswith(README_COMMAND + " ")]
+    assert len(lines) == 1, lines
+    return shlex.split(lines[0])
+
+
+def test_readme_command_names_the_example_and_its_placeholders():
+    """Checked without a browser too: the command the browser test runs is in the README, with what it replaces."""
+    args = readme_command()
+    assert (ROOT / args[1]).is_file(), args
+    assert {README_SITE, README_API_URL, README_KEY} <= set(args), args
+    assert args[args.index("--rounds") + 1] == str(ROUNDS), args
+
+
 def test_puppeteer_example_logs_in(service, demo_site):
-    env = {**os.environ, "CAPTCHA_API_URL": service, "CAPTCHA_API_KEY": KEY, "CHROMIUM_PATH": str(CHROMIUM)}
+    ours = {README_SITE: demo_site, README_API_URL: service, README_KEY: KEY}
+    args = [ours.get(arg, arg) for arg in readme_command()]
+    env = {name: value for name, value in os.environ.items() if name not in ("CAPTCHA_API_URL", "CAPTCHA_API_KEY")}
     run = subprocess.run(
-        ["node", str(EXAMPLE), "--site", demo_site, "--rounds", str(ROUNDS)],
-        cwd=NODE_CLIENT,
-        env=env,
+        args,
+        cwd=ROOT,
+        env={**env, "CHROMIUM_PATH": str(CHROMIUM)},
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert run.returncode == 0, run.stderr
     summary = json.loads(run.stdout.strip().splitlines()[-1])
-    assert summary["rounds"] == ROUNDS
+    assert summary["rounds"] == ROUNDS, args
     assert summary["errors"] == 0, run.stderr
     assert summary["passed"] >= 18, run.stderr

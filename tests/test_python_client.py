@@ -1,4 +1,4 @@
-"""The Python client (clients/python) against the live service under gunicorn, and its README's examples as written."""
+"""The Python client (clients/python) against the live service under gunicorn, and its README examples as written."""
 
 import base64
 import contextlib
@@ -31,7 +31,8 @@ from captcha_api.training.generator import sample
 
 from .conftest import KEY, ROOT, encode
 
-README = ROOT / "clients" / "python" / "README.md"
+README = ROOT / "README.md"
+README_SECTION = "## Python client"
 
 
 @pytest.fixture(scope="module")
@@ -334,7 +335,11 @@ def test_parse_retry_after_http_dates():
 
 
 def readme_python_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
+    """The ```python blocks of the main README's section on this client, and of no other section."""
+    text = README.read_text(encoding="utf-8")
+    section = re.search(rf"^{re.escape(README_SECTION)}\n(.*?)(?=^## |\Z)", text, flags=re.S | re.M)
+    assert section, f"{README.name} has no section {README_SECTION!r}"
+    return re.findall(r"```python\n(.*?)```", section.group(1), flags=re.S)
 
 
 def test_readme_examples_run_as_written(service, samples, tmp_path, monkeypatch, capsys):
@@ -345,8 +350,9 @@ def test_readme_examples_run_as_written(service, samples, tmp_path, monkeypatch,
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("CAPTCHA_API_KEY", KEY)
     for number, block in enumerate(blocks, 1):
+        assert "http://localhost:5000" in block, block
         code = block.replace("http://localhost:5000", service)
-        exec(compile(code, f"{README.name} python block {number}", "exec"), {"__name__": "__readme__"})
+        exec(compile(code, f"{README.name} Python client block {number}", "exec"), {"__name__": "__readme__"})
     output = capsys.readouterr().out
     assert output.count(text) >= 5, output  # file, bytes, data URL and batch readings of captcha.png
     assert "'model_loaded': True" in output

@@ -1,0 +1,96 @@
+'use strict';
+
+// The ```js examples of the main README's "Node.js client" section, run as written: each is saved as a script in a
+// folder where `require('captcha-ocr-client')` finds this package and `captcha.png` is a generated captcha, and run
+// with node against the real service (its URL in place of http://localhost:5000, the key in CAPTCHA_API_KEY).
+
+const assert = require('node:assert/strict');
+const { execFile } = require('node:child_process');
+const { mkdir, mkdtemp, readFile, rm, symlink, writeFile } = require('node:fs/promises');
+const { tmpdir } = require('node:os');
+const path = require('node:path');
+const { promisify } = require('node:util');
+const { after, before, test } = require('node:test');
+
+const { KEY, ROOT, generateCaptchas, startService, toPng } = require('../test-support/service');
+
+const README = path.join(ROOT, 'README.md');
+const SECTION = '## Node.js client';
+const README_URL = 'http://localhost:5000';
+
+/** The ```js blocks between `heading` and the next `## ` heading. */
+function sectionBlocks(markdown, heading, language) {
+  const lines = markdown.split('\n');
+  const start = lines.indexOf(heading);
+  assert.ok(start >= 0, `README.md has no section ${heading}`);
+  const end = lines.findIndex((line, i) => i > start && line.startsWith('## '));
+  const section = lines.slice(start + 1, end === -1 ? undefined : end).join('\n');
+  return [...section.matchAll(new RegExp('^```' + language + '\\n([\\s\\S]*?)^```', 'gm'))].map((m) => m[1]);
+}
+
+// What each example must print, in README order, given the reading `text` of captcha.png.
+const EXPECTED = [
+  (out, text) => {
+    assert.match(out, /model_loaded: true/);
+    assert.match(out, new RegExp(`^${text} (0(\\.\\d+)?|1)$`, 'm')); // the reading and its confidence
+  },
+  (out, text) => {
+    const readings = [text, text, text, `0 ${text}`, `1 ${text}`, '2 invalid_image'];
+    assert.deepEqual(out.trim().split('\n').slice(0, 6), readings);
+    assert.match(out, /2456789бвгджклмнпрст \[ 60, 200 \]/);
+  },
+  (out) => {
+    assert.equal(out.trim(), 'refused: 400 invalid_image');
+  },
+];
+
+let dir;
+let service;
+let text; // what captcha.png says
+
+before(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), 'captcha-node-readme-'));
+  const [started, [captcha]] = await Promise.all([
+    startService({ CAPTCHA_API_KEYS: KEY }, path.join(dir, 'service.log')),
+    generateCaptchas(path.join(dir, 'generated'), { count: 1, seed: 11 }),
+  ]);
+  service = started;
+  text = captcha.text;
+  const work = path.join(dir, 'example');
+  await mkdir(path.join(work, 'node_modules'), { recursive: true });
+  await symlink(path.resolve(__dirname, '..'), path.join(work, 'node_modules', 'captcha-ocr-client'), 'dir');
+  await toPng(captcha.file, path.join(work, 'captcha.png'));
+});
+
+after(async () => {
+  await service?.stop();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+test('the README section has one expectation per example', async () => {
+  const blocks = sectionBlocks(await readFile(README, 'utf8'), SECTION, 'js');
+  assert.equal(blocks.length, EXPECTED.length);
+});
+
+test('every example of the README section runs as written and prints the reading', async () => {
+  const blocks = sectionBlocks(await readFile(README, 'utf8'), SECTION, 'js');
+  const work = path.join(dir, 'example');
+  for (const [i, block] of blocks.entries()) {
+    assert.ok(block.includes(README_URL), `example ${i + 1} does not call ${README_URL}`);
+    assert.ok(block.includes("require('captcha-ocr-client')"), `example ${i + 1} does not require the package`);
+    const script = path.join(work, `example-${i + 1}.js`);
+    await writeFile(script, block.replaceAll(README_URL, service.url));
+    const { stdout, stderr } = await promisify(execFile)(process.execPath, [script], {
+      cwd: work,
+      env: { ...process.env, CAPTCHA_API_KEY: KEY },
+      timeout: 60000,
+    }).catch((error) => assert.fail(`example ${i + 1} failed: ${error.message}\n${error.stderr}`));
+    assert.equal(stderr, '', `example ${i + 1} wrote to stderr`);
+    try {
+      EXPECTED[i]?.(stdout, text);
+    } catch (error) {
+      error.message = `example ${i + 1}: ${error.message}\nits output:\n${stdout}`;
+      throw error;
+    }
+  }
+});
