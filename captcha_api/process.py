@@ -47,17 +47,21 @@ class GunicornProcess:
         )
         return self
 
-    def wait_ready(self, timeout: float = 90.0) -> float:
-        """Seconds from process start to the first 200 from /health; raises if it exits or times out."""
+    def wait_ready(self, timeout: float = 90.0, status: int = 200) -> float:
+        """Seconds from process start until /health answers `status` (503: up, but no model); raises if the
+        process exits or the time runs out."""
         while time.monotonic() - self.started < timeout:
             if self.process.poll() is not None:
                 raise RuntimeError(f"gunicorn exited with {self.process.returncode}:\n{self.log()}")
             try:
                 with urllib.request.urlopen(self.url + "/health", timeout=1) as response:
-                    if response.status == 200:
-                        return time.monotonic() - self.started
+                    answered = response.status
+            except urllib.error.HTTPError as error:
+                answered = error.code
             except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
+                answered = None
+            if answered == status:
+                return time.monotonic() - self.started
             time.sleep(0.005)
         raise RuntimeError(f"gunicorn was not ready after {timeout} s:\n{self.log()}")
 
