@@ -1,7 +1,7 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
-# Debian packages: curl for the README examples; wrk for the benchmark; Cyrillic typewriter and serif faces for the synthetic captcha generator; chromium for the browser end-to-end test.
-APT_PACKAGES = curl wrk fonts-freefont-ttf fonts-liberation2 fonts-urw-base35 fonts-paratype fonts-cmu fonts-dejavu-core chromium
+# Debian packages: curl for the README examples; wrk for the benchmark; nginx and redis-server for the deployment test; Cyrillic typewriter and serif faces for the synthetic captcha generator; chromium for the browser end-to-end test.
+APT_PACKAGES = curl wrk nginx redis-server fonts-freefont-ttf fonts-liberation2 fonts-urw-base35 fonts-paratype fonts-cmu fonts-dejavu-core chromium
 
 .PHONY: install-system install install-serve serve test lint
 

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Mapping
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import api, errors, logs, security
 from .config import load_settings
@@ -14,15 +15,23 @@ from .ocr.runtime import Recognizer
 
 log = logging.getLogger(__name__)
 
+REDIS_TIMEOUT = 0.5  # seconds, for connecting to and each answer from the rate-limit storage
+
 
 def create_app(test_config: Mapping | None = None) -> Flask:
     """Build the app: settings from CAPTCHA_* variables (overlaid by `test_config`), then the model, once."""
     settings = load_settings(overrides=test_config)
     app = Flask(__name__)
+    if settings.trusted_proxies:
+        # Behind nginx: take the client address (and scheme) from the X-Forwarded-* headers the trusted proxies
+        # set, so limits keyed on the address count the real client, not the proxy.
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
     app.config.from_mapping(
         SETTINGS=settings,
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         RATELIMIT_STORAGE_URI=settings.ratelimit_storage_uri,
+        RATELIMIT_STORAGE_OPTIONS=storage_options(settings.ratelimit_storage_uri),
         RATELIMIT_HEADERS_ENABLED=True,
         RATELIMIT_SWALLOW_ERRORS=True,
         RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
@@ -45,6 +54,14 @@ def create_app(test_config: Mapping | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.extensions["recognizer"] = load_model(settings)
     return app
+
+
+def storage_options(uri: str) -> dict:
+    """A Redis that stops answering must not stall requests: short timeouts, after which Flask-Limiter counts in
+    this worker's memory until Redis is back (RATELIMIT_IN_MEMORY_FALLBACK_ENABLED)."""
+    if uri.startswith(("redis", "rediss")):
+        return {"socket_connect_timeout": REDIS_TIMEOUT, "socket_timeout": REDIS_TIMEOUT}
+    return {}
 
 
 def _retry_after_only_when_limited(response):

@@ -59,6 +59,16 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 5000
     log_level: str = "INFO"
+    trusted_proxies: int = 0
+    # gunicorn (read by gunicorn.conf.py)
+    workers: int = 2
+    worker_threads: int = 1
+    timeout: int = 30
+    graceful_timeout: int = 20
+    keepalive: int = 5
+    max_requests: int = 20000
+    max_requests_jitter: int = 2000
+    max_worker_rss_mb: int = 400
 
     @property
     def open_access(self) -> bool:
@@ -67,9 +77,28 @@ class Settings:
     def validate(self) -> Settings:
         if self.runtime not in RUNTIMES:
             raise ConfigError(f"{PREFIX}RUNTIME must be one of {', '.join(RUNTIMES)}, not {self.runtime!r}")
-        for name in ("threads", "max_image_bytes", "max_batch", "max_body_bytes", "max_pixels"):
+        for name in (
+            "threads",
+            "max_image_bytes",
+            "max_batch",
+            "max_body_bytes",
+            "max_pixels",
+            "workers",
+            "worker_threads",
+            "timeout",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be a positive number")
+        for name in (
+            "trusted_proxies",
+            "graceful_timeout",
+            "keepalive",
+            "max_requests",
+            "max_requests_jitter",
+            "max_worker_rss_mb",
+        ):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{PREFIX}{name.upper()} must be zero or a positive number")
         if not 0 < self.port < 65536:
             raise ConfigError(f"{PREFIX}PORT must be between 1 and 65535, not {self.port}")
         if self.max_body_bytes < self.max_image_bytes:
@@ -109,6 +138,15 @@ PARSERS = {
     "host": str.strip,
     "port": int,
     "log_level": lambda s: s.strip().upper(),
+    "trusted_proxies": int,
+    "workers": int,
+    "worker_threads": int,
+    "timeout": int,
+    "graceful_timeout": int,
+    "keepalive": int,
+    "max_requests": int,
+    "max_requests_jitter": int,
+    "max_worker_rss_mb": int,
 }
 
 

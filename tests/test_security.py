@@ -1,6 +1,7 @@
 """API keys, rate limits and CORS."""
 
 import base64
+import io
 import time
 
 import pytest
@@ -119,3 +120,21 @@ def test_cors_preflight_needs_no_key(make_app):
     allowed = response.headers["Access-Control-Allow-Headers"].lower()
     assert "x-api-key" in allowed and "content-type" in allowed
     assert "POST" in response.headers["Access-Control-Allow-Methods"]
+
+
+@pytest.mark.parametrize("trusted, separate", [(1, True), (0, False)])
+def test_limits_key_on_the_forwarded_client_only_behind_trusted_proxies(make_app, png, trusted, separate):
+    """Without a key the limit follows the client address: behind one trusted proxy that is the address the proxy
+    appended to X-Forwarded-For; with no trusted proxy the header is ignored (a client could forge it)."""
+    client = make_app(api_keys=[], rate_limit="1/minute", trusted_proxies=trusted).test_client()
+
+    def post(forwarded):
+        return client.post(
+            "/predict",
+            data={"image": (io.BytesIO(png), "c.png")},
+            headers={"X-Forwarded-For": f"203.0.113.9, {forwarded}"},
+        ).status_code
+
+    assert post("198.51.100.1") == 200
+    assert post("198.51.100.2") == (200 if separate else 429)
+    assert post("198.51.100.2") == 429  # the same client twice is limited either way

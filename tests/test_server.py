@@ -120,3 +120,65 @@ def test_gunicorn_refuses_to_run_open_on_a_public_address():
     )
     assert result.returncode != 0
     assert "CAPTCHA_ALLOW_OPEN" in result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def generated_png():
+    from captcha_api.training.generator import sample
+
+    from .conftest import encode
+
+    return encode(sample(seed=31, index=0)[0], "PNG")
+
+
+def _multipart_predict(url: str, image: bytes) -> int:
+    boundary = "captchaboundary"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="c.png"\r\n\r\n'.encode()
+        + image
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    request = urllib.request.Request(
+        url + "/predict",
+        data=body,
+        method="POST",
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return response.status
+
+
+def test_a_worker_over_the_memory_cap_is_recycled_without_dropping_requests(tmp_path, generated_png):
+    # A cap of 1 MB: every worker is over it after its first request.
+    env = {"CAPTCHA_API_KEYS": "", "CAPTCHA_WORKERS": "1", "CAPTCHA_MAX_WORKER_RSS_MB": "1"}
+    with GunicornProcess(env, tmp_path / "server.log") as service:
+        first = service.worker_pids()
+        statuses = [_multipart_predict(service.url, generated_png) for _ in range(3)]
+        assert statuses == [200, 200, 200]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and service.worker_pids() in ([], first):
+            time.sleep(0.05)
+        assert service.worker_pids() != first
+        log = service.log()
+    assert len(re.findall(r"over CAPTCHA_MAX_WORKER_RSS_MB=1: recycling it", log)) >= 2, log
+
+
+def test_workers_are_recycled_after_max_requests(tmp_path, generated_png):
+    env = {
+        "CAPTCHA_API_KEYS": "",
+        "CAPTCHA_WORKERS": "1",
+        "CAPTCHA_MAX_REQUESTS": "4",
+        "CAPTCHA_MAX_REQUESTS_JITTER": "0",
+    }
+    with GunicornProcess(env, tmp_path / "server.log") as service:
+        statuses = [_multipart_predict(service.url, generated_png) for _ in range(10)]
+        log = service.log()
+    assert statuses == [200] * 10
+    assert len(set(re.findall(r"INFO (\d+) captcha_api.ocr.runtime: loaded model", log))) >= 3, log
+
+
+def test_the_default_cap_leaves_a_serving_worker_alone(tmp_path, generated_png):
+    with GunicornProcess({"CAPTCHA_API_KEYS": "", "CAPTCHA_WORKERS": "1"}, tmp_path / "server.log") as service:
+        first = service.worker_pids()
+        assert [_multipart_predict(service.url, generated_png) for _ in range(20)] == [200] * 20
+        assert service.worker_pids() == first

@@ -1,0 +1,314 @@
+"""The scaled-out deployment, for real on loopback: Redis, two gunicorn instances and nginx with deploy/nginx.conf.
+
+Each test starts its own fleet (about two seconds) so that killing parts of it cannot leak into the next test.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from captcha_api.process import GunicornProcess, free_port
+
+from .conftest import ROOT, encode
+
+SBIN = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
+NGINX = shutil.which("nginx", path=SBIN)
+REDIS = shutil.which("redis-server", path=SBIN)
+
+if not (NGINX and REDIS):
+    missing = " and ".join(name for name, path in (("nginx", NGINX), ("redis-server", REDIS)) if not path)
+    if os.environ.get("CI"):
+        pytest.fail(f"{missing} must be installed in CI (apt-get install nginx redis-server)", pytrace=False)
+    pytest.skip(f"{missing} not installed (Debian: apt-get install nginx redis-server)", allow_module_level=True)
+
+KEY = "deploy-test-key-" + secrets.token_hex(8)
+
+
+def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.02)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+class Redis:
+    def __init__(self, directory: Path):
+        self.port = free_port()
+        self.uri = f"redis://127.0.0.1:{self.port}"
+        self.directory = directory
+        self.process = None
+
+    def start(self) -> Redis:
+        command = [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        with open(self.directory / "redis.log", "a") as log:
+            self.process = subprocess.Popen(command + ["--dir", str(self.directory)], stdout=log, stderr=log)
+        wait_for_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+def nginx_site(upstreams: list[str], port: int) -> str:
+    """deploy/nginx.conf as shipped, with the test's instance addresses and port: nothing else changes."""
+    text = (ROOT / "deploy" / "nginx.conf").read_text()
+    servers = re.findall(r"^\s*server api\d+:5000 (.*);$", text, flags=re.M)
+    assert len(servers) == 2, "deploy/nginx.conf should list the two compose instances api1 and api2"
+    options = servers[0]
+    lines = "\n".join(f"    server {address} {options};" for address in upstreams)
+    text, count = re.subn(r"(?:^\s*server api\d+:5000 .*;\n)+", lines + "\n", text, flags=re.M)
+    assert count == 1
+    text, count = re.subn(r"^(\s*)listen 8080;$", rf"\g<1>listen 127.0.0.1:{port};", text, flags=re.M)
+    assert count == 1
+    return text
+
+
+class Nginx:
+    def __init__(self, directory: Path, upstreams: list[str]):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.directory = directory
+        (directory / "captcha.conf").write_text(nginx_site(upstreams, self.port))
+        temp = " ".join(
+            f"{kind}_temp_path {directory / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
+        user = "user root;" if os.geteuid() == 0 else ""
+        (directory / "nginx.conf").write_text(
+            f"{user}\ndaemon off;\npid {directory / 'nginx.pid'};\nerror_log {directory / 'error.log'} info;\n"
+            "events { worker_connections 512; }\n"
+            f"http {{\n  access_log {directory / 'access.log'};\n  {temp}\n"
+            f"  include {directory / 'captcha.conf'};\n}}\n"
+        )
+        self.process = None
+
+    def start(self) -> Nginx:
+        check = subprocess.run(
+            [NGINX, "-t", "-p", str(self.directory), "-c", str(self.directory / "nginx.conf")],
+            capture_output=True,
+            text=True,
+        )
+        assert check.returncode == 0, check.stderr
+        with open(self.directory / "nginx.out", "w") as log:
+            self.process = subprocess.Popen(
+                [NGINX, "-p", str(self.directory), "-c", str(self.directory / "nginx.conf")], stdout=log, stderr=log
+            )
+        wait_for_port(self.port)
+        return self
+
+    def error_log(self) -> str:
+        return (self.directory / "error.log").read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGQUIT)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+class Fleet:
+    """Redis, two instances (two workers each, limits in Redis, trusting one proxy) and nginx in front."""
+
+    def __init__(self, directory: Path, **settings: str):
+        self.directory = directory
+        self.settings = settings
+        self.redis, self.instances, self.nginx = None, [], None
+
+    def start(self) -> Fleet:
+        directory = self.directory
+        self.redis = Redis(directory).start()
+        env = {
+            "CAPTCHA_API_KEYS": KEY,
+            "CAPTCHA_WORKERS": "2",
+            "CAPTCHA_TRUSTED_PROXIES": "1",
+            "CAPTCHA_RATELIMIT_STORAGE_URI": self.redis.uri,
+            "CAPTCHA_RATE_LIMIT": "100000/minute",
+            **self.settings,
+        }
+        self.instances = [GunicornProcess(env, directory / f"api{i}.log").start() for i in (1, 2)]
+        for instance in self.instances:
+            instance.wait_ready()
+        nginx_dir = directory / "nginx"
+        nginx_dir.mkdir()
+        self.nginx = Nginx(nginx_dir, [f"127.0.0.1:{i.port}" for i in self.instances]).start()
+        self.url = self.nginx.url
+        return self
+
+    def stop(self) -> None:
+        for part in (self.nginx, *self.instances, self.redis):
+            if part is not None:
+                part.stop()
+
+
+@pytest.fixture
+def make_fleet(tmp_path):
+    fleets = []
+
+    def build(**settings):
+        fleets.append(Fleet(tmp_path, **settings))
+        return fleets[-1].start()
+
+    yield build
+    for fleet in fleets:
+        fleet.stop()
+
+
+@pytest.fixture(scope="module")
+def captcha(tmp_path_factory):
+    from captcha_api.training.generator import sample
+
+    image, _ = sample(seed=606, index=0)
+    return encode(image, "PNG")
+
+
+def predict(url: str, image: bytes, **headers) -> requests.Response:
+    return requests.post(
+        url + "/predict", files={"image": ("captcha.png", image)}, headers={"X-API-Key": KEY, **headers}, timeout=30
+    )
+
+
+def served(instance: GunicornProcess) -> int:
+    return len(re.findall(r"POST /predict 200 ", instance.log()))
+
+
+def test_requests_are_spread_over_both_instances(make_fleet, captcha):
+    fleet = make_fleet()
+    readings = {predict(fleet.url, captcha).json()["prediction"] for _ in range(40)}
+    assert len(readings) == 1
+    counts = [served(instance) for instance in fleet.instances]
+    assert sum(counts) == 40 and min(counts) >= 10, counts
+
+
+def test_a_limit_holds_across_instances_through_redis(make_fleet, captcha):
+    fleet = make_fleet(CAPTCHA_RATE_LIMIT="10/minute")
+    # Half of the requests claim another client address: with one trusted proxy only nginx's entry counts.
+    answers = [predict(fleet.url, captcha, **({"X-Forwarded-For": f"10.0.0.{i}"} if i % 2 else {})) for i in range(15)]
+    statuses = [answer.status_code for answer in answers]
+    assert statuses.count(200) == 10 and statuses.count(429) == 5, statuses
+    assert all(answer.json()["error"]["code"] == "rate_limited" for answer in answers if answer.status_code == 429)
+    assert all(served(instance) >= 3 for instance in fleet.instances)
+
+
+def steady_load(url: str, image: bytes, seconds: float, clients: int = 4) -> list:
+    """`clients` threads sending one request after another for `seconds`; returns (status, reading) or the error."""
+    results, lock = [], threading.Lock()
+    stop_at = time.monotonic() + seconds
+
+    def client():
+        with requests.Session() as session:
+            while time.monotonic() < stop_at:
+                try:
+                    answer = session.post(
+                        url + "/predict", files={"image": ("c.png", image)}, headers={"X-API-Key": KEY}, timeout=30
+                    )
+                    outcome = (answer.status_code, answer.json().get("prediction"))
+                except requests.RequestException as exc:
+                    outcome = exc
+                with lock:
+                    results.append(outcome)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    return threads, results
+
+
+def kill_instance(instance: GunicornProcess) -> None:
+    """SIGKILL to the master and every worker at once: a crash, with no chance to finish anything."""
+    pids = [instance.process.pid, *instance.worker_pids()]
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    instance.process.wait(10)
+
+
+def test_killing_an_instance_under_load_loses_no_request(make_fleet, captcha):
+    fleet = make_fleet()
+    expected = predict(fleet.url, captcha).json()["prediction"]
+    threads, results = steady_load(fleet.url, captcha, seconds=6)
+    time.sleep(2)
+    before = served(fleet.instances[0])
+    kill_instance(fleet.instances[0])
+    for thread in threads:
+        thread.join()
+    assert before > 20, "the killed instance was serving when it died"
+    failures = [r for r in results if r != (200, expected)]
+    assert not failures, f"{len(failures)} of {len(results)} requests failed: {failures[:5]}"
+    assert len(results) > 200
+    # After the kill the survivor answered everything; nginx saw the dead instance and moved on.
+    assert served(fleet.instances[1]) > len(results) - before - 40
+    assert "connect() failed" in fleet.nginx.error_log() or "upstream prematurely closed" in fleet.nginx.error_log()
+
+
+def test_a_killed_worker_is_replaced_and_the_service_keeps_answering(make_fleet, captcha):
+    fleet = make_fleet()
+    instance = fleet.instances[0]
+    victim = instance.worker_pids()[0]
+    threads, results = steady_load(fleet.url, captcha, seconds=3, clients=2)
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        pids = instance.worker_pids()
+        if len(pids) == 2 and victim not in pids:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"worker {victim} was not replaced: {instance.worker_pids()}")
+    for thread in threads:
+        thread.join()
+    assert all(r[0] == 200 for r in results if not isinstance(r, Exception)) and len(results) > 50
+    assert not [r for r in results if isinstance(r, Exception)]
+    # The new worker loaded its own model and answers, straight to the instance too.
+    answer = predict(instance.url, captcha)
+    assert answer.status_code == 200
+    assert re.search(rf"Worker \(pid:{victim}\) was sent SIGKILL|Booting worker", instance.log())
+
+
+def test_predictions_go_on_when_redis_stops(make_fleet, captcha):
+    fleet = make_fleet(CAPTCHA_RATE_LIMIT="1000/minute")
+    assert predict(fleet.url, captcha).status_code == 200
+    fleet.redis.stop()
+    started = time.monotonic()
+    answers = [predict(fleet.url, captcha) for _ in range(20)]
+    elapsed = time.monotonic() - started
+    assert [a.status_code for a in answers] == [200] * 20
+    assert elapsed < 10, "a dead Redis must not stall requests"
+    logs = "".join(instance.log() for instance in fleet.instances)
+    assert "falling back to in-memory storage" in logs
+
+
+def test_limits_still_apply_per_worker_while_redis_is_down(make_fleet, captcha):
+    fleet = make_fleet(CAPTCHA_RATE_LIMIT="3/minute", CAPTCHA_WORKERS="1")
+    fleet.redis.stop()
+    statuses = [predict(fleet.url, captcha).status_code for _ in range(12)]
+    # Two instances of one worker each, counting in memory: at most 3 each get through.
+    assert statuses.count(200) <= 6 and statuses.count(429) >= 6, statuses
+
+
+def test_nginx_answers_its_own_errors_in_the_api_envelope(make_fleet, captcha):
+    fleet = make_fleet()
+    big = requests.post(fleet.url + "/predict", data=b"0" * (17 * 1024 * 1024), headers={"X-API-Key": KEY}, timeout=30)
+    assert big.status_code == 413 and big.json()["error"]["code"] == "payload_too_large"
+    for instance in fleet.instances:
+        instance.stop()
+    down = predict(fleet.url, captcha)
+    assert down.status_code == 503 and down.json()["error"]["code"] == "service_unavailable"
