@@ -6,6 +6,7 @@ serving requirements in a fresh virtualenv, the files it copies, its command and
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -120,8 +121,8 @@ def test_the_api_image_recipe_runs(api_image, tmp_path):
         image, text = sample(seed=44, index=0)
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/predict",
-            data=encode(image, "PNG"),
-            headers={"Content-Type": "application/octet-stream", "X-API-Key": KEY},
+            data=json.dumps({"image": base64.b64encode(encode(image, "PNG")).decode()}).encode(),
+            headers={"Content-Type": "application/json", "X-API-Key": KEY},
         )
         with urllib.request.urlopen(request, timeout=30) as response:
             body = json.loads(response.read())

@@ -26,7 +26,7 @@ def test_tiny_model_loss_falls():
 
 def test_output_has_one_step_per_eight_columns_and_softmax_rows():
     serving = inference_model(build_training_model(FSSP.num_classes))
-    probs = np.asarray(serving(np.zeros((2, 200, 60, 3), np.float32)))
+    probs = np.asarray(serving(np.zeros((2, 200, 60, 1), np.float32)))
     assert probs.shape == (2, 25, FSSP.num_classes)
     assert np.allclose(probs.sum(axis=-1), 1.0, atol=1e-5)
     assert serving.get_layer("logits") is not None
@@ -75,3 +75,24 @@ def test_a_batch_larger_than_one_model_call_reads_as_each_image_alone(tiny_artif
     assert len(together) == count
     assert [r.text for r in together] == [r.text for r in alone]
     assert np.allclose([r.confidence for r in together], [r.confidence for r in alone], atol=1e-5)
+
+
+@pytest.mark.parametrize("runtime", ["keras", "onnx"])
+def test_a_model_for_another_input_shape_is_refused_at_load(tmp_path, runtime):
+    import keras
+    import tensorflow as tf
+    import tf2onnx
+
+    image = keras.Input(shape=(200, 60, 3), name="image")
+    colour = keras.Model(image, keras.layers.Dense(FSSP.num_classes)(keras.layers.Reshape((200, 180))(image)))
+    if runtime == "keras":
+        path = tmp_path / "colour.keras"
+        colour.save(path)
+        load = KerasRuntime
+    else:
+        path = tmp_path / "colour.onnx"
+        spec = (tf.TensorSpec((None, 200, 60, 3), tf.float32, name="image"),)
+        tf2onnx.convert.from_keras(colour, input_signature=spec, opset=17, output_path=str(path))
+        load = OnnxRuntime
+    with pytest.raises(ValueError, match=r"takes images of shape \(200, 60, 3\).*retrain"):
+        load(path)

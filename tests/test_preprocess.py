@@ -13,7 +13,7 @@ from .conftest import encode
 
 
 def check(array):
-    assert array.shape == INPUT_SHAPE == (200, 60, 3)
+    assert array.shape == INPUT_SHAPE == (200, 60, 1)
     assert array.dtype == np.float32
     assert 0.0 <= array.min() and array.max() <= 1.0
 
@@ -28,7 +28,7 @@ def test_every_format_decodes_to_model_input(captcha_image, fmt):
 
 
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "LA", "L", "P", "CMYK", "1", "I;16", "I", "F"])
-def test_every_mode_becomes_rgb(captcha_image, mode):
+def test_every_mode_becomes_grey(captcha_image, mode):
     image = captcha_image.convert(mode) if mode not in ("I;16", "I", "F") else captcha_image.convert("L")
     if mode == "I;16":
         image = Image.fromarray(np.asarray(image, dtype=np.uint16) * 257)
@@ -62,11 +62,11 @@ def test_palette_transparency_is_composited_on_white():
 
 
 def test_animated_gif_uses_first_frame():
-    frames = [Image.new("RGB", (200, 60), colour) for colour in ((255, 0, 0), (0, 0, 255))]
+    frames = [Image.new("RGB", (200, 60), colour) for colour in ((255, 255, 255), (0, 0, 0))]
     buffer = io.BytesIO()
     frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:])
     array = preprocess(buffer.getvalue())
-    assert array[..., 0].mean() > 0.9 and array[..., 2].mean() < 0.1
+    assert array.mean() > 0.9
 
 
 def test_resize_and_width_first_layout():
@@ -74,8 +74,8 @@ def test_resize_and_width_first_layout():
     image.putpixel((99, 0), (255, 0, 0))  # top-right corner
     array = preprocess(encode(image, "PNG"))
     check(array)
-    assert array[199, 0, 1] < 0.9  # width is the first axis
-    assert array[0, 59, 1] == pytest.approx(1.0)
+    assert array[199, 0, 0] < 0.9  # width is the first axis
+    assert array[0, 59, 0] == pytest.approx(1.0)
 
 
 def test_batch_form_stacks():

@@ -40,7 +40,7 @@ def test_holdout_is_seeded_and_disjoint(tmp_path):
 
 
 def test_augment_keeps_shape_range_and_is_seeded():
-    images = (np.random.default_rng(0).random((4, 200, 60, 3)) * 255).astype(np.uint8)
+    images = (np.random.default_rng(0).random((4, 200, 60, 1)) * 255).astype(np.uint8)
     first = augment(images, np.random.default_rng(5), 1.0)
     second = augment(images, np.random.default_rng(5), 1.0)
     assert first.shape == images.shape and first.dtype == np.float32

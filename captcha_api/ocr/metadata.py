@@ -22,7 +22,7 @@ class ModelMetadata:
     min_length: int = 1
     input_width: int = IMAGE_WIDTH
     input_height: int = IMAGE_HEIGHT
-    input_layout: str = "NWHC float32 [0,1]"
+    input_layout: str = "NWHC float32 [0,1], one grey channel"
     version: str = "1.0.0"
     architecture: str = ""
     training: dict = field(default_factory=dict)

@@ -9,8 +9,8 @@ from .alphabet import PAD
 from .preprocess import INPUT_SHAPE
 
 ARCHITECTURE = (
-    "Conv16-ReLU-pool2x2 | Conv32-ReLU-pool2x2 | Conv64-BN-ReLU-pool2x3 | "
-    "Dense128 + dropout | BiLSTM128 | BiLSTM64 | Dense(alphabet+blank) softmax; 25 time steps along the width"
+    "grey input | Conv16-ReLU-pool2x2 | Conv32-ReLU-pool2x2 | Conv48-BN-ReLU-pool2x3 | "
+    "Dense128 + dropout | BiLSTM128 | Dense(alphabet+blank) softmax; 25 time steps along the width"
 )
 
 
@@ -24,22 +24,21 @@ def _conv_block(x, filters: int, pool: tuple[int, int], name: str, batch_norm: b
 
 
 def build_training_model(num_classes: int) -> keras.Model:
-    """image (N, 200, 60, 3) -> per-time-step logits (N, 25, num_classes); the blank is the last class.
+    """image (N, 200, 60, 1) -> per-time-step logits (N, 25, num_classes); the blank is the last class.
 
-    Narrow early convolutions keep the full-resolution work small (they were over half the inference time at 32 and
-    64 filters); the last block halves the width too, so the LSTMs run 25 steps, still over three per character
-    at the longest captchas (7).
+    Sized for serving on a CPU: narrow early convolutions keep the full-resolution work small, the last block halves
+    the width too, so the LSTM runs 25 steps (still over three per character at the longest captchas, 7), and one
+    bidirectional LSTM reads the sequence.
     """
     image = keras.Input(shape=INPUT_SHAPE, name="image", dtype="float32")
     x = _conv_block(image, 16, (2, 2), "block1")
     x = _conv_block(x, 32, (2, 2), "block2")
-    x = _conv_block(x, 64, (2, 3), "block3", batch_norm=True)
+    x = _conv_block(x, 48, (2, 3), "block3", batch_norm=True)
     steps, height, channels = x.shape[1], x.shape[2], x.shape[3]
     x = layers.Reshape((steps, height * channels), name="to_sequence")(x)
     x = layers.Dense(128, activation="relu", name="project")(x)
     x = layers.Dropout(0.25, name="project_dropout")(x)
     x = layers.Bidirectional(layers.LSTM(128, return_sequences=True, dropout=0.2), name="bilstm1")(x)
-    x = layers.Bidirectional(layers.LSTM(64, return_sequences=True, dropout=0.2), name="bilstm2")(x)
     logits = layers.Dense(num_classes, name="logits")(x)
     return keras.Model(image, logits, name="captcha_ctc_train")
 

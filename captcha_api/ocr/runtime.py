@@ -27,6 +27,15 @@ RUNTIMES = ("auto", "onnx", "keras")
 MODEL_BATCH = 16
 
 
+def check_input_shape(path: Path, shape) -> None:
+    """Refuse at load, not at the first request, a model made for another input (say, colour images)."""
+    if tuple(shape) != INPUT_SHAPE:
+        raise ValueError(
+            f"the model {path} takes images of shape {tuple(shape)}, but the service prepares {INPUT_SHAPE}; "
+            "retrain it with this version"
+        )
+
+
 class KerasRuntime:
     name = "keras"
 
@@ -40,6 +49,7 @@ class KerasRuntime:
             self.model = keras.saving.load_model(self.path, compile=False)
         except Exception as exc:  # Keras raises a different type for each way a file can be wrong
             raise ValueError(f"cannot load the Keras model {self.path}: {exc}") from exc
+        check_input_shape(self.path, self.model.input_shape[1:])
         spec = tf.TensorSpec((None, *INPUT_SHAPE), tf.float32)
         # One traced graph for every batch size; eager calls would cost tens of ms each.
         self._run = tf.function(lambda batch: self.model(batch, training=False), input_signature=[spec])
@@ -68,7 +78,9 @@ class OnnxRuntime:
             self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime's own error types share no useful base class
             raise ValueError(f"cannot load the ONNX model {self.path}: {exc}") from exc
-        self.input_name = self.session.get_inputs()[0].name
+        model_input = self.session.get_inputs()[0]
+        check_input_shape(self.path, model_input.shape[1:])
+        self.input_name = model_input.name
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: batch})[0]

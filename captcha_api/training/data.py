@@ -54,7 +54,7 @@ def read_labels(root: Path | str) -> LabelledFolder:
 
 
 def load_images(files: list[Path], workers: int = 2) -> np.ndarray:
-    """Files -> uint8 array (n, W, H, 3) through the serving preprocessing."""
+    """Files -> uint8 array (n, W, H, 1) through the serving preprocessing."""
 
     def one(path: Path) -> np.ndarray:
         return np.round(preprocess(path.read_bytes()) * 255).astype(np.uint8)
@@ -83,7 +83,7 @@ def split_holdout(folder: LabelledFolder, count: int, seed: int) -> tuple[Labell
 
 
 def augment(images: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
-    """uint8 (n, W, H, 3) -> float32 in [0, 1]: small affine warps, colour, contrast and noise.
+    """uint8 (n, W, H, 1) -> float32 in [0, 1]: small affine warps, contrast, brightness and noise.
     `strength` 0 leaves images untouched; 1 is the full range used for real captchas."""
     out = images.astype(np.float32) / 255.0
     if strength <= 0:
@@ -94,17 +94,16 @@ def augment(images: np.ndarray, rng: np.random.Generator, strength: float) -> np
     n = len(out)
     contrast = rng.uniform(1 - 0.25 * strength, 1 + 0.15 * strength, size=(n, 1, 1, 1))
     brightness = rng.uniform(-0.08, 0.08, size=(n, 1, 1, 1)) * strength
-    colour = rng.uniform(-0.05, 0.05, size=(n, 1, 1, 3)) * strength
-    contrast, brightness, colour = (a.astype(np.float32) for a in (contrast, brightness, colour))
+    contrast, brightness = contrast.astype(np.float32), brightness.astype(np.float32)
     mean = out.mean(axis=(1, 2, 3), keepdims=True)
-    out = (out - mean) * contrast + mean + brightness + colour
+    out = (out - mean) * contrast + mean + brightness
     sigma = rng.uniform(0, 0.04 * strength, size=(n, 1, 1, 1)).astype(np.float32)
     out += rng.standard_normal(out.shape, dtype=np.float32) * sigma
     return np.clip(out, 0.0, 1.0, out=out)
 
 
 def _warp(image: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
-    pil = Image.fromarray(image.transpose(1, 0, 2))
+    pil = Image.fromarray(np.ascontiguousarray(image[:, :, 0].T), "L")
     sx = 1 + rng.uniform(-0.12, 0.12) * strength
     sy = 1 + rng.uniform(-0.12, 0.12) * strength
     shear = rng.uniform(-0.15, 0.15) * strength
@@ -115,9 +114,8 @@ def _warp(image: np.ndarray, rng: np.random.Generator, strength: float) -> np.nd
     a, b, d, e = 1 / sx, shear, 0.0, 1 / sy
     c = cx - a * cx - b * cy - tx
     f = cy - d * cx - e * cy - ty
-    edges = np.concatenate([image[:2], image[-2:]]).reshape(-1, 3)
-    background = tuple(int(v) for v in edges.mean(axis=0))
+    background = int(np.concatenate([image[:2], image[-2:]]).mean())
     warped = pil.transform(
         pil.size, Image.Transform.AFFINE, (a, b, c, d, e, f), Image.Resampling.BILINEAR, fillcolor=background
     )
-    return np.asarray(warped, dtype=np.float32).transpose(1, 0, 2) / 255.0
+    return np.asarray(warped, dtype=np.float32).T[:, :, np.newaxis] / 255.0
