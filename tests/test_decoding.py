@@ -1,8 +1,18 @@
+import itertools
+
 import numpy as np
 import pytest
 
 from captcha_api.ocr.alphabet import Alphabet
-from captcha_api.ocr.decoding import greedy_decode, greedy_decode_batch
+from captcha_api.ocr.decoding import (
+    Constraints,
+    _best_path_of_length,
+    constrained_decode,
+    constrained_decode_batch,
+    greedy_decode,
+    greedy_decode_batch,
+    parse_length,
+)
 
 ABC = Alphabet("abc")  # classes a=0 b=1 c=2, blank=3
 BLANK = 3
@@ -66,3 +76,192 @@ def test_wrong_class_count_is_refused():
 def test_batch_decodes_each_row():
     batch = np.stack([path((0, 0.9), (BLANK, 0.9)), path((1, 0.9), (2, 0.9))])
     assert [r.text for r in greedy_decode_batch(batch, ABC)] == ["a", "bc"]
+
+
+# Constrained decoding
+
+DIGITS_AND_LETTERS = Alphabet("12ab")  # classes 1=0 2=1 a=2 b=3, blank=4
+
+
+def steps(alphabet, *rows):
+    """One row per step: {class: probability}; the rest of the mass is spread over the other classes."""
+    probs = np.zeros((len(rows), alphabet.num_classes))
+    for t, row in enumerate(rows):
+        probs[t] = (1 - sum(row.values())) / (alphabet.num_classes - len(row))
+        for cls, p in row.items():
+            probs[t, cls] = p
+    return probs
+
+
+def random_probs(rng, time, classes, sharpness=1.0):
+    probs = rng.random((time, classes)) ** sharpness
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
+def collapse(frame_path, probs, blank):
+    """Reference collapse: (characters, highest probability over each character's run of steps)."""
+    chars, confidences, previous = [], [], blank
+    for t, cls in enumerate(frame_path):
+        if cls != blank and cls != previous:
+            chars.append(cls)
+            confidences.append(probs[t, cls])
+        elif cls != blank:
+            confidences[-1] = max(confidences[-1], probs[t, cls])
+        previous = cls
+    return chars, confidences
+
+
+def test_charset_gives_the_best_allowed_character_instead_of_an_empty_slot():
+    blank = DIGITS_AND_LETTERS.blank_index
+    probs = steps(
+        DIGITS_AND_LETTERS,
+        {0: 0.9},
+        {blank: 0.9},
+        {2: 0.6, 1: 0.3},  # the model reads 'a'; '2' is its second choice
+        {blank: 0.9},
+        {0: 0.9},
+    )
+    assert greedy_decode(probs, DIGITS_AND_LETTERS).text == "1a1"
+    reading = constrained_decode(probs, DIGITS_AND_LETTERS, Constraints(charset="12"))
+    assert reading.text == "121"
+    # raw probabilities: the overruled slot shows how unsure the model was of it
+    assert reading.char_confidences == pytest.approx((0.9, 0.3, 0.9))
+    assert reading.confidence == pytest.approx(0.9 * 0.3 * 0.9)
+
+
+def test_length_picks_the_best_reading_of_that_length_not_a_filter():
+    probs = path((0, 0.9), (BLANK, 0.9), (1, 0.9), (BLANK, 0.5), (2, 0.9))
+    probs[3] = [0.45, 0.025, 0.025, 0.5]  # blank narrowly beats 'a' in the fourth step
+    assert greedy_decode(probs, ABC).text == "abc"
+    reading = constrained_decode(probs, ABC, Constraints.parse(length=4))
+    assert reading.text == "abac"
+    assert reading.char_confidences == pytest.approx((0.9, 0.9, 0.45, 0.9))
+
+
+def test_length_range_leaves_a_reading_in_range_unchanged():
+    probs = path((0, 0.9), (1, 0.8), (BLANK, 0.9), (2, 0.7), (BLANK, 0.6), (0, 0.9), (BLANK, 0.9))
+    assert constrained_decode(probs, ABC, Constraints.parse(length="4-6")) == greedy_decode(probs, ABC)
+
+
+def test_length_longer_than_the_time_steps_is_refused():
+    probs = path((0, 0.9), (BLANK, 0.9), (1, 0.9))
+    with pytest.raises(ValueError, match="time steps"):
+        constrained_decode(probs, ABC, Constraints.parse(length=4))
+    with pytest.raises(ValueError, match="time steps"):
+        constrained_decode(np.zeros((0, ABC.num_classes)), ABC, Constraints.parse(length="1-2"))
+
+
+def test_a_repeated_character_needs_a_blank_between():
+    probs = path((0, 0.9), (0, 0.6), (0, 0.9))
+    probs[1] = [0.6, 0.05, 0.05, 0.3]
+    assert greedy_decode(probs, ABC).text == "a"
+    reading = constrained_decode(probs, ABC, Constraints(charset="a", min_length=2))
+    assert reading.text == "aa"  # a, blank, a
+    assert reading.char_confidences == pytest.approx((0.9, 0.9))
+    # "aaa" would need five steps: a, blank, a, blank, a
+    with pytest.raises(ValueError, match="blank"):
+        constrained_decode(probs, ABC, Constraints(charset="a", min_length=3))
+
+
+@pytest.mark.parametrize("alphabet", [Alphabet("ab"), ABC], ids=["2 chars", "3 chars"])
+def test_constrained_decode_matches_brute_force_over_all_frame_paths(alphabet):
+    rng = np.random.default_rng(7)
+    blank = alphabet.blank_index
+    lengths = [(None, None), (0, 0), (1, 1), (2, 3), (3, None), (None, 1), (4, 6), (2, 2)]
+    charsets = [None, "a", "b", alphabet.chars[::-1]]
+    for time in range(1, 7):
+        for sharpness in (1.0, 4.0):
+            probs = random_probs(rng, time, alphabet.num_classes, sharpness)
+            logp = np.log(probs)
+            frame_paths = np.array(list(itertools.product(range(alphabet.num_classes), repeat=time)))
+            scores = logp[np.arange(time), frame_paths].sum(axis=1)
+            collapsed = [collapse(p, probs, blank) for p in frame_paths]
+            lengths_of = np.array([len(chars) for chars, _ in collapsed])
+            for (low, high), charset in itertools.product(lengths, charsets):
+                constraints = Constraints(charset, low, high)
+                allowed = np.append(np.isin(list(alphabet.chars), list(charset or alphabet.chars)), True)
+                fits = allowed[frame_paths].all(axis=1)
+                fits &= (lengths_of >= (low or 0)) & (lengths_of <= (time if high is None else high))
+                if not fits.any():
+                    with pytest.raises(ValueError):
+                        constrained_decode(probs, alphabet, constraints)
+                    continue
+                best = np.flatnonzero(fits)[scores[fits].argmax()]
+                chars, confidences = collapsed[best]
+                reading = constrained_decode(probs, alphabet, constraints)
+                case = (time, sharpness, low, high, charset)
+                assert reading.text == alphabet.decode(chars), case
+                assert reading.char_confidences == pytest.approx(confidences), case
+                # the length search itself, without the shortcut taken when the per-step best already fits
+                masked = np.where(allowed, logp, -np.inf)
+                dp_path = _best_path_of_length(masked, low or 0, time if high is None else high)
+                assert dp_path is not None
+                assert masked[np.arange(time), dp_path].sum() == pytest.approx(scores[best]), case
+                assert collapse(dp_path, probs, blank)[0] == chars, case
+
+
+def test_without_constraints_it_is_greedy_decode():
+    rng = np.random.default_rng(3)
+    for time in (1, 2, 5, 25):
+        for _ in range(20):
+            probs = random_probs(rng, time, ABC.num_classes).astype(np.float32)
+            greedy = greedy_decode(probs, ABC)
+            assert constrained_decode(probs, ABC, Constraints()) == greedy
+            assert constrained_decode(probs, ABC, Constraints(charset=ABC.chars, min_length=0)) == greedy
+            dp_path = _best_path_of_length(np.log(probs.astype(np.float64)), 0, time)
+            assert collapse(dp_path, probs, BLANK)[0] == ABC.encode(greedy.text)
+
+
+def test_constrained_batch_decodes_each_row():
+    batch = np.stack([path((0, 0.9), (BLANK, 0.9), (1, 0.9)), steps(ABC, {1: 0.9}, {BLANK: 0.9}, {2: 0.6, BLANK: 0.3})])
+    readings = constrained_decode_batch(batch, ABC, Constraints(charset="ab"))
+    assert [r.text for r in readings] == ["ab", "b"]
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [(5, (5, 5)), ("5", (5, 5)), ("4-6", (4, 6)), ("4..6", (4, 6)), (" 4 - 6 ", (4, 6)), (0, (0, 0))],
+)
+def test_parse_length_accepts_exact_lengths_and_ranges(value, expected):
+    assert parse_length(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (-1, "negative"),
+        ("-1", "like 5"),
+        ("6-4", "minimum 6 is above maximum 4"),
+        ("6..4", "minimum 6 is above maximum 4"),
+        ("abc", "like 5"),
+        ("", "like 5"),
+        ("4-", "like 5"),
+        ("4-5-6", "like 5"),
+        (4.5, "like 5"),
+        (True, "like 5"),
+    ],
+)
+def test_parse_length_refuses_bad_input(value, message):
+    with pytest.raises(ValueError, match=message):
+        parse_length(value)
+
+
+def test_constraints_refuse_bad_lengths():
+    with pytest.raises(ValueError, match="negative"):
+        Constraints(min_length=-1)
+    with pytest.raises(ValueError, match="above maximum"):
+        Constraints(min_length=5, max_length=4)
+    with pytest.raises(ValueError, match="integer"):
+        Constraints(max_length="5")
+    assert Constraints.parse("ab", "4..6") == Constraints("ab", 4, 6)
+    assert Constraints.parse() == Constraints()
+
+
+@pytest.mark.parametrize(
+    "charset, message", [("", "empty"), ("aba", "repeated"), ("ax", r"\['x'\] are not in the model's alphabet")]
+)
+def test_constraints_refuse_a_charset_the_model_cannot_produce(charset, message):
+    with pytest.raises(ValueError, match=message):
+        Constraints(charset=charset).check(ABC)
+    with pytest.raises(ValueError, match=message):
+        constrained_decode(path((0, 0.9)), ABC, Constraints(charset=charset))

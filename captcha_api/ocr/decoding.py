@@ -1,7 +1,8 @@
-"""Greedy CTC decoding with confidences, in NumPy."""
+"""CTC best-path decoding with confidences, in NumPy: greedy, and under per-request charset and length constraints."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,22 +17,23 @@ class Reading:
     char_confidences: tuple[float, ...]
 
 
-def greedy_decode(probs: np.ndarray, alphabet: Alphabet) -> Reading:
-    """Best path through (time, classes) probabilities: take the most likely class per step, merge repeats,
-    drop blanks. A character's confidence is the highest probability over its run of steps; the reading's
-    confidence is the product over its characters (for an empty reading, the least sure blank step)."""
+def _check_probs(probs: np.ndarray, alphabet: Alphabet) -> np.ndarray:
     probs = np.asarray(probs)
     if probs.ndim != 2 or probs.shape[1] != alphabet.num_classes:
         raise ValueError(f"expected (time, {alphabet.num_classes}) probabilities, got {probs.shape}")
-    if probs.shape[0] == 0:
-        return Reading("", 0.0, ())
-    best = probs.argmax(axis=1)
-    best_p = probs[np.arange(len(best)), best]
+    return probs
+
+
+def _read_path(path: np.ndarray, probs: np.ndarray, alphabet: Alphabet) -> Reading:
+    """Collapse a frame path (one class per step): merge repeats, drop blanks. A character's confidence is the
+    highest probability over its run of steps; the reading's confidence is the product over its characters (for
+    an empty reading, the least sure blank step)."""
+    path_p = probs[np.arange(len(path)), path]
     blank = alphabet.blank_index
     chars: list[int] = []
     confidences: list[float] = []
     previous = blank
-    for cls, p in zip(best.tolist(), best_p.tolist()):
+    for cls, p in zip(path.tolist(), path_p.tolist()):
         if cls != blank:
             if cls != previous:
                 chars.append(cls)
@@ -42,9 +44,181 @@ def greedy_decode(probs: np.ndarray, alphabet: Alphabet) -> Reading:
     if chars:
         confidence = float(np.prod(confidences))
     else:
-        confidence = float(best_p.min())
+        confidence = float(path_p.min())
     return Reading(alphabet.decode(chars), confidence, tuple(float(c) for c in confidences))
+
+
+def greedy_decode(probs: np.ndarray, alphabet: Alphabet) -> Reading:
+    """Best path through (time, classes) probabilities: take the most likely class per step, merge repeats,
+    drop blanks. A character's confidence is the highest probability over its run of steps; the reading's
+    confidence is the product over its characters (for an empty reading, the least sure blank step)."""
+    probs = _check_probs(probs, alphabet)
+    if probs.shape[0] == 0:
+        return Reading("", 0.0, ())
+    return _read_path(probs.argmax(axis=1), probs, alphabet)
 
 
 def greedy_decode_batch(probs: np.ndarray, alphabet: Alphabet) -> list[Reading]:
     return [greedy_decode(p, alphabet) for p in probs]
+
+
+_LENGTH = re.compile(r"\s*(\d+)\s*(?:(?:-|\.\.)\s*(\d+)\s*)?")
+
+
+def _check_length_range(min_length: int | None, max_length: int | None) -> None:
+    for name, value in (("min_length", min_length), ("max_length", max_length)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+        if value is not None and value < 0:
+            raise ValueError(f"{name} must not be negative, got {value}")
+    if min_length is not None and max_length is not None and min_length > max_length:
+        raise ValueError(f"length range is empty: minimum {min_length} is above maximum {max_length}")
+
+
+def parse_length(value: int | str) -> tuple[int, int]:
+    """An exact length (5 or "5") or a range ("4-6", "4..6", both ends included) -> (min, max)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        _check_length_range(value, value)
+        return value, value
+    match = _LENGTH.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(f"length must be a number like 5 or a range like 4-6 or 4..6, got {value!r}")
+    low = int(match[1])
+    high = int(match[2]) if match[2] is not None else low
+    _check_length_range(low, high)
+    return low, high
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Per-request limits on a reading. charset: the characters allowed (a subset of the model's alphabet);
+    min_length / max_length: bounds on the reading's length, both included. None means no limit."""
+
+    charset: str | None = None
+    min_length: int | None = None
+    max_length: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_length_range(self.min_length, self.max_length)
+
+    @classmethod
+    def parse(cls, charset: str | None = None, length: int | str | None = None) -> Constraints:
+        """From request values: length as for parse_length."""
+        low, high = parse_length(length) if length is not None else (None, None)
+        return cls(charset, low, high)
+
+    def check(self, alphabet: Alphabet) -> None:
+        """Refuse a charset the model cannot produce: empty, with repeats, or outside its alphabet."""
+        if self.charset is None:
+            return
+        if not self.charset:
+            raise ValueError("charset is empty")
+        if len(set(self.charset)) != len(self.charset):
+            raise ValueError(f"charset has repeated characters: {self.charset!r}")
+        if not alphabet.covers(self.charset):
+            bad = sorted(set(self.charset) - set(alphabet.chars))
+            raise ValueError(f"charset characters {bad} are not in the model's alphabet {alphabet.chars!r}")
+
+
+def _best_path_of_length(logp: np.ndarray, min_length: int, max_length: int) -> np.ndarray | None:
+    """Viterbi over (time, classes) log probabilities, blank last: the frame path with the highest total whose
+    collapsed length is in [min_length, max_length], or None if no path of finite score has such a length.
+
+    State after step t: (n = characters emitted so far, class at step t). Moving to class d emits a character
+    unless d is blank or repeats the class of the previous step; so the same character twice needs a blank
+    between. O(T * L * C): the best entry into d from another character uses the top two of the previous step."""
+    steps, classes = logp.shape
+    blank = classes - 1
+    top = min(max_length, steps)  # at most one character per step
+    rows = np.arange(top + 1)
+    chars = np.arange(blank)
+    score = np.full((top + 1, classes), -np.inf)
+    score[0, blank] = logp[0, blank]
+    if top >= 1:
+        score[1, :blank] = logp[0, :blank]
+    back = np.zeros((steps, top + 1, classes), dtype=np.int64)  # class at the previous step
+    for t in range(1, steps):
+        new = np.full_like(score, -np.inf)
+        # blank: from any class, same count
+        source = score.argmax(axis=1)
+        new[:, blank] = score[rows, source] + logp[t, blank]
+        back[t, :, blank] = source
+        # character d from count n - 1: the best of blank and the characters other than d
+        char_scores = score[:, :blank]
+        first = char_scores.argmax(axis=1)
+        first_score = char_scores[rows, first]
+        runner_up_scores = char_scores.copy()
+        runner_up_scores[rows, first] = -np.inf
+        second = runner_up_scores.argmax(axis=1)
+        second_score = runner_up_scores[rows, second]
+        is_first = chars[None, :] == first[:, None]
+        other_score = np.where(is_first, second_score[:, None], first_score[:, None])
+        other = np.where(is_first, second[:, None], first[:, None])
+        from_blank = score[:, blank][:, None] >= other_score
+        enter_score = np.where(from_blank, score[:, blank][:, None], other_score)
+        enter = np.where(from_blank, blank, other)
+        # character d, count n: stay in d (a repeat, no new character) or enter it from count n - 1
+        stay = char_scores[1:] >= enter_score[:-1]
+        new[1:, :blank] = np.where(stay, char_scores[1:], enter_score[:-1]) + logp[t, :blank]
+        back[t, 1:, :blank] = np.where(stay, chars[None, :], enter[:-1])
+        score = new
+    if min_length > top:
+        return None
+    allowed = score[min_length : top + 1]
+    n, cls = np.unravel_index(allowed.argmax(), allowed.shape)
+    if not np.isfinite(allowed[n, cls]):
+        return None
+    n, cls = int(n) + min_length, int(cls)
+    path = np.empty(steps, dtype=np.int64)
+    path[-1] = cls
+    for t in range(steps - 1, 0, -1):
+        previous = int(back[t, n, cls])
+        if cls != blank and previous != cls:
+            n -= 1
+        cls = previous
+        path[t - 1] = cls
+    return path
+
+
+def constrained_decode(probs: np.ndarray, alphabet: Alphabet, constraints: Constraints) -> Reading:
+    """Best path under constraints, chosen inside decoding rather than filtered afterwards: characters outside
+    the charset are masked out (the blank stays) before the path is chosen, and a length limit picks the most
+    probable frame path whose reading has an allowed length (exact Viterbi), so a slot the model read as a
+    disallowed character gets the best allowed one instead of coming back empty.
+
+    Confidences use the raw probabilities, not renormalised over the allowed classes: they stay comparable to
+    unconstrained readings and drop when the constraint overruled the model. Without constraints this is
+    greedy_decode. Raises ValueError for a charset outside the alphabet or a length no path can have."""
+    probs = _check_probs(probs, alphabet)
+    constraints.check(alphabet)
+    steps = probs.shape[0]
+    min_length = constraints.min_length or 0
+    max_length = constraints.max_length if constraints.max_length is not None else steps
+    if min_length > steps:
+        raise ValueError(f"no reading of length {min_length} or more fits in {steps} time steps")
+    if steps == 0:
+        return Reading("", 0.0, ())
+    allowed = np.ones(alphabet.num_classes, dtype=bool)
+    if constraints.charset is not None:
+        allowed[:] = False
+        allowed[alphabet.encode(constraints.charset)] = True
+        allowed[alphabet.blank_index] = True
+    # The total log probability splits over steps, so the per-step best is the best path overall; if its
+    # reading has an allowed length it is also the best allowed one, and the length search is not needed.
+    reading = _read_path(np.where(allowed, probs, -np.inf).argmax(axis=1), probs, alphabet)
+    if min_length <= len(reading.text) <= max_length:
+        return reading
+    # Exact zeros become the smallest positive double, so only masked classes make a path impossible.
+    logp = np.where(allowed, np.log(np.maximum(probs, np.finfo(np.float64).tiny, dtype=np.float64)), -np.inf)
+    path = _best_path_of_length(logp, min_length, max_length)
+    if path is None:
+        over = f" over the charset {constraints.charset!r}" if constraints.charset is not None else ""
+        raise ValueError(
+            f"no reading of length {min_length}-{max_length}{over} fits in {steps} time steps"
+            " (the same character twice needs a blank step between)"
+        )
+    return _read_path(path, probs, alphabet)
+
+
+def constrained_decode_batch(probs: np.ndarray, alphabet: Alphabet, constraints: Constraints) -> list[Reading]:
+    return [constrained_decode(p, alphabet, constraints) for p in probs]
