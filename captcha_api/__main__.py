@@ -21,19 +21,28 @@ def _generate(args) -> int:
 def _train(args) -> int:
     from .training.train import TrainConfig, train
 
+    own_style = bool(args.data) and not args.synthetic
+    if own_style and args.name == "fssp":
+        raise SystemExit("name the model of your captcha style: --name NAME (it becomes model/NAME.*)")
+    if args.val_real is not None and args.val_fraction is not None:
+        raise SystemExit("give --val-real or --val-fraction, not both")
+    val_fraction = (
+        args.val_fraction if args.val_fraction is not None else (0.15 if own_style and args.val_real is None else None)
+    )
     config = TrainConfig(
         name=args.name,
         synthetic=[Path(p) for p in args.synthetic],
-        real=[Path(p) for p in args.real],
-        val_real=args.val_real,
+        real=[Path(p) for p in args.real + args.data],
+        val_real=args.val_real if args.val_real is not None else 80,
+        val_fraction=val_fraction,
         epochs=args.epochs,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
-        real_repeat=args.real_repeat,
+        real_repeat=args.real_repeat if args.real_repeat is not None else (None if own_style else 20),
         synthetic_per_epoch=args.synthetic_per_epoch,
         patience=args.patience,
         out_dir=Path(args.out_dir),
-        work_dir=Path(args.work_dir),
+        work_dir=Path(args.work_dir or f"runs/{args.name}"),
         seed=args.seed,
         resume=not args.no_resume,
         init_from=Path(args.init_from) if args.init_from else None,
@@ -93,19 +102,32 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--length", type=int, help="every text this long (default: 4-7 in the site's proportions)")
     gen.set_defaults(func=_generate)
 
-    tr = sub.add_parser("train", help="train a CTC-BiLSTM model on generated and real labelled folders")
-    tr.add_argument("--name", default="fssp")
+    tr = sub.add_parser(
+        "train",
+        help="train a CTC-BiLSTM model on a labelled folder of your captchas (--data), or on generated and real ones",
+        description="Own captcha style: python -m captcha_api train --data DIR --name NAME writes model/NAME.keras, "
+        ".onnx and .json. The alphabet and maximum length come from the labels (labels.csv with filename,text, or "
+        "images named by their text); 15%% of the images are held out to choose the epoch and measure the model.",
+    )
+    tr.add_argument("--data", action="append", default=[], help="labelled folder of your captchas (repeatable)")
+    tr.add_argument("--name", default="fssp", help="model name: the files are OUT_DIR/NAME.{keras,onnx,json}")
     tr.add_argument("--synthetic", action="append", default=[], help="generated folder with labels.csv (repeatable)")
     tr.add_argument("--real", action="append", default=[], help="real labelled folder (repeatable)")
-    tr.add_argument("--val-real", type=int, default=80, help="real images held out for validation")
+    tr.add_argument("--val-real", type=int, help="real images held out for validation (default 80 with --real)")
+    tr.add_argument("--val-fraction", type=float, help="share held out for validation (default 0.15 with --data)")
     tr.add_argument("--epochs", type=int, default=30)
     tr.add_argument("--batch-size", type=int, default=64)
     tr.add_argument("--learning-rate", type=float, default=1e-3)
-    tr.add_argument("--real-repeat", type=int, default=20, help="times each real training image is seen per epoch")
+    tr.add_argument(
+        "--real-repeat",
+        type=int,
+        help="times each real training image is seen per epoch (default 20 with generated data; with --data alone, "
+        "enough for about 16,000 images an epoch)",
+    )
     tr.add_argument("--synthetic-per-epoch", type=int, default=20000, help="generated images drawn per epoch")
-    tr.add_argument("--patience", type=int, default=6)
+    tr.add_argument("--patience", type=int, default=8, help="stop after this many epochs without improvement")
     tr.add_argument("--out-dir", default="model")
-    tr.add_argument("--work-dir", default="runs/fssp")
+    tr.add_argument("--work-dir", help="checkpoints, for resuming (default runs/NAME)")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--no-resume", action="store_true")
     tr.add_argument("--init-from", help="start from the weights of this .keras model")

@@ -5,10 +5,11 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify, request
 
 from . import __version__
-from .errors import error_body
+from .errors import ApiError, error_body
 from .extensions import limiter
-from .inputs import batch_images, single_image
-from .ocr.errors import CaptchaError, ModelNotReady
+from .inputs import batch_images, request_options, single_image
+from .ocr.decoding import Constraints
+from .ocr.errors import CaptchaError
 
 bp = Blueprint("api", __name__)
 
@@ -17,11 +18,36 @@ def _settings():
     return current_app.config["SETTINGS"]
 
 
-def _recognizer():
-    recognizer = current_app.extensions.get("recognizer")
-    if recognizer is None:
-        raise ModelNotReady("no model is loaded")
-    return recognizer
+def _models():
+    return current_app.extensions["models"]
+
+
+def _recognizer_and_constraints():
+    """The model a request asks for (else the default) and its decoding constraints, checked against that model."""
+    options = request_options(request)
+    recognizer = _models().get(options.get("model"))
+    if "charset" not in options and "length" not in options:
+        return recognizer, None
+    try:
+        constraints = Constraints.parse(options.get("charset"), options.get("length"))
+        constraints.check(recognizer.alphabet)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_parameter", str(exc)) from None
+    return recognizer, constraints
+
+
+def _describe(name: str, recognizer) -> dict:
+    meta = recognizer.metadata
+    return {
+        "name": name,
+        "path": str(recognizer.path),
+        "runtime": recognizer.runtime.name,
+        "image_size": [meta.input_height, meta.input_width],
+        "max_sequence_length": meta.max_length,
+        "min_sequence_length": meta.min_length,
+        "alphabet": meta.alphabet,
+        "accuracy": meta.accuracy,
+    }
 
 
 def _reading(reading) -> dict:
@@ -41,7 +67,7 @@ def _limit_off(key: str):
 @limiter.exempt
 def health():
     """Liveness and readiness: 200 once a model is loaded, 503 before."""
-    loaded = current_app.extensions.get("recognizer") is not None
+    loaded = _models().default is not None
     body = {"status": "ok" if loaded else "unavailable", "model_loaded": loaded, "version": __version__}
     return jsonify(body), 200 if loaded else 503
 
@@ -50,27 +76,25 @@ def health():
 @limiter.exempt
 def info():
     """What is served: the model, its alphabet and measured accuracy, and the endpoints."""
-    recognizer = _recognizer()
-    meta = recognizer.metadata
+    models = _models()
+    default = models.get()
     return jsonify(
         {
             "name": "CAPTCHA OCR API",
             "version": __version__,
             "description": "Reads text captchas with a CNN + BiLSTM + CTC model",
-            "model": {
-                "name": meta.name,
-                "path": str(recognizer.path),
-                "runtime": recognizer.runtime.name,
-                "image_size": [meta.input_height, meta.input_width],
-                "max_sequence_length": meta.max_length,
-                "alphabet": meta.alphabet,
-                "accuracy": meta.accuracy,
-            },
+            "model": _describe(models.default_name, default),
+            "models": [
+                {**_describe(name, recognizer), "default": name == models.default_name}
+                for name, recognizer in sorted(models.recognizers.items())
+            ],
             "endpoints": {
                 "GET /health": "liveness and model readiness",
                 "GET /info": "this description",
                 "POST /predict": "one image: multipart field 'image', or JSON {'image': base64 or data URL}",
                 "POST /predict-batch": "several images: JSON {'images': [...]} or multipart fields 'images'",
+                "options": "model (a name from 'models'), charset (allowed characters), length (5 or 4-6): "
+                "in the query string, the JSON body or multipart fields",
             },
             "limits": {
                 "max_image_bytes": _settings().max_image_bytes,
@@ -85,9 +109,9 @@ def info():
 @limiter.limit(_limit("rate_limit"), exempt_when=_limit_off("rate_limit"))
 def predict():
     """Read one captcha."""
-    recognizer = _recognizer()
+    recognizer, constraints = _recognizer_and_constraints()
     data = single_image(request, _settings().max_image_bytes)
-    reading = recognizer.read(data)
+    reading = recognizer.read(data, constraints)
     return jsonify({"success": True, **_reading(reading)})
 
 
@@ -95,11 +119,11 @@ def predict():
 @limiter.limit(_limit("batch_rate_limit"), exempt_when=_limit_off("batch_rate_limit"))
 def predict_batch():
     """Read several captchas in one model call; a bad image fails only its own entry."""
-    recognizer = _recognizer()
+    recognizer, constraints = _recognizer_and_constraints()
     settings = _settings()
     items = batch_images(request, settings.max_image_bytes, settings.max_batch)
     results = []
-    for index, outcome in enumerate(recognizer.read_each(items)):
+    for index, outcome in enumerate(recognizer.read_each(items, constraints)):
         if isinstance(outcome, CaptchaError):
             error = error_body(outcome.code, outcome.message)["error"]
             results.append({"index": index, "success": False, "error": error})

@@ -11,7 +11,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from . import api, errors, logs, security
 from .config import load_settings
 from .extensions import cors, limiter
-from .ocr.runtime import Recognizer
+from .models import load_models
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def create_app(test_config: Mapping | None = None) -> Flask:
         expose_headers=["Retry-After", "X-Request-ID"],
     )
     app.register_blueprint(api.bp)
-    app.extensions["recognizer"] = load_model(settings)
+    app.extensions["models"] = load_models(settings)
     return app
 
 
@@ -70,14 +70,3 @@ def _retry_after_only_when_limited(response):
     if response.status_code != 429:
         response.headers.pop("Retry-After", None)
     return response
-
-
-def load_model(settings) -> Recognizer | None:
-    """The model for this worker; on failure the service still starts and answers 503 until fixed."""
-    try:
-        recognizer = Recognizer(settings.model, settings.runtime, settings.threads, settings.max_pixels)
-    except (OSError, ValueError, ImportError) as exc:
-        log.error("could not load the model %s: %s", settings.model, exc)
-        return None
-    recognizer.warm_up()
-    return recognizer

@@ -44,6 +44,7 @@ def _limit(text: str) -> str:
 @dataclass(frozen=True)
 class Settings:
     model: Path = DEFAULT_MODEL
+    model_dir: str = ""  # "": the default model's folder; "none": the default model alone
     runtime: str = "auto"
     threads: int = 1
     api_keys: tuple[str, ...] = ()
@@ -71,10 +72,19 @@ class Settings:
     max_worker_rss_mb: int = 400
 
     @property
+    def models_folder(self) -> Path | None:
+        """Where the other served models are: every model in it is loaded beside the default."""
+        if self.model_dir.lower() == "none":
+            return None
+        return Path(self.model_dir) if self.model_dir else Path(self.model).parent
+
+    @property
     def open_access(self) -> bool:
         return not self.api_keys
 
     def validate(self) -> Settings:
+        if self.model_dir and self.model_dir.lower() != "none" and not Path(self.model_dir).is_dir():
+            raise ConfigError(f"{PREFIX}MODEL_DIR={self.model_dir} is not a folder")
         if self.runtime not in RUNTIMES:
             raise ConfigError(f"{PREFIX}RUNTIME must be one of {', '.join(RUNTIMES)}, not {self.runtime!r}")
         for name in (
@@ -123,6 +133,7 @@ class Settings:
 
 PARSERS = {
     "model": Path,
+    "model_dir": str.strip,
     "runtime": lambda s: s.strip().lower(),
     "threads": int,
     "api_keys": _list,

@@ -126,3 +126,38 @@ def _attempt(function, *args):
         return function(*args)
     except CaptchaError as exc:
         return exc
+
+
+OPTION_NAMES = ("model", "charset", "length")
+MAX_OPTION_CHARS = 200
+
+
+def request_options(request: Request) -> dict[str, str | int]:
+    """`model`, `charset` and `length`, from the query string, or from the JSON body or the multipart form fields
+    (the query string wins when both are given)."""
+    sources: list = [request.args]
+    if _is_multipart(request):
+        sources.append(request.form)
+    elif request.is_json:
+        body = request.get_json(silent=True)
+        if isinstance(body, dict):
+            sources.append(body)
+    options = {}
+    for name in OPTION_NAMES:
+        for source in sources:
+            if name in source:
+                value = source[name]
+                if name == "length" and isinstance(value, int) and not isinstance(value, bool):
+                    options[name] = value
+                elif isinstance(value, str) and 0 < len(value) <= MAX_OPTION_CHARS:
+                    options[name] = value
+                else:
+                    raise ApiError(
+                        400,
+                        "invalid_parameter",
+                        f"'{name}' must be a non-empty string"
+                        + (" or a whole number" if name == "length" else "")
+                        + f" of at most {MAX_OPTION_CHARS} characters",
+                    )
+                break
+    return options

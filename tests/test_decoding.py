@@ -7,6 +7,7 @@ from captcha_api.ocr.alphabet import Alphabet
 from captcha_api.ocr.decoding import (
     Constraints,
     _best_path_of_length,
+    charset_probabilities,
     constrained_decode,
     constrained_decode_batch,
     greedy_decode,
@@ -172,16 +173,24 @@ def test_constrained_decode_matches_brute_force_over_all_frame_paths(alphabet):
     for time in range(1, 7):
         for sharpness in (1.0, 4.0):
             probs = random_probs(rng, time, alphabet.num_classes, sharpness)
-            logp = np.log(probs)
             frame_paths = np.array(list(itertools.product(range(alphabet.num_classes), repeat=time)))
-            scores = logp[np.arange(time), frame_paths].sum(axis=1)
             collapsed = [collapse(p, probs, blank) for p in frame_paths]
             lengths_of = np.array([len(chars) for chars, _ in collapsed])
             for (low, high), charset in itertools.product(lengths, charsets):
                 constraints = Constraints(charset, low, high)
+                # paths are ranked by the charset's shared-out probabilities; confidences stay the model's own
+                with np.errstate(divide="ignore"):  # masked classes: log 0 = -inf, never on a chosen path
+                    logp = np.log(probs if charset is None else charset_probabilities(probs, alphabet, charset))
+                scores = logp[np.arange(time), frame_paths].sum(axis=1)
                 allowed = np.append(np.isin(list(alphabet.chars), list(charset or alphabet.chars)), True)
                 fits = allowed[frame_paths].all(axis=1)
-                fits &= (lengths_of >= (low or 0)) & (lengths_of <= (time if high is None else high))
+                low_, high_ = low, high
+                if charset is not None and low is None and high is None:
+                    # a charset alone keeps the model's count of characters, when a path over it has that count
+                    count = len(greedy_decode(probs, alphabet).text)
+                    if (fits & (lengths_of == count)).any():
+                        low_ = high_ = count
+                fits &= (lengths_of >= (low_ or 0)) & (lengths_of <= (time if high_ is None else high_))
                 if not fits.any():
                     with pytest.raises(ValueError):
                         constrained_decode(probs, alphabet, constraints)
@@ -194,7 +203,7 @@ def test_constrained_decode_matches_brute_force_over_all_frame_paths(alphabet):
                 assert reading.char_confidences == pytest.approx(confidences), case
                 # the length search itself, without the shortcut taken when the per-step best already fits
                 masked = np.where(allowed, logp, -np.inf)
-                dp_path = _best_path_of_length(masked, low or 0, time if high is None else high)
+                dp_path = _best_path_of_length(masked, low_ or 0, time if high_ is None else high_)
                 assert dp_path is not None
                 assert masked[np.arange(time), dp_path].sum() == pytest.approx(scores[best]), case
                 assert collapse(dp_path, probs, blank)[0] == chars, case
@@ -215,7 +224,30 @@ def test_without_constraints_it_is_greedy_decode():
 def test_constrained_batch_decodes_each_row():
     batch = np.stack([path((0, 0.9), (BLANK, 0.9), (1, 0.9)), steps(ABC, {1: 0.9}, {BLANK: 0.9}, {2: 0.6, BLANK: 0.3})])
     readings = constrained_decode_batch(batch, ABC, Constraints(charset="ab"))
-    assert [r.text for r in readings] == ["ab", "b"]
+    # second row: the model's 'c' (0.6) is not allowed; its character mass (0.7) beats the blank (0.3) and goes
+    # to 'a' and 'b' (0.05 each, a tie that the first class wins)
+    assert [r.text for r in readings] == ["ab", "ba"]
+
+
+def test_charset_keeps_the_models_decision_that_a_character_is_there():
+    """A sure reading of a disallowed character: masking alone would let the blank (0.02) win over the allowed
+    characters (0.01 each) and drop the slot; sharing out the character mass keeps it."""
+    probs = steps(DIGITS_AND_LETTERS, {0: 0.95}, {4: 0.95}, {2: 0.95, 4: 0.02, 1: 0.012}, {4: 0.95})
+    assert constrained_decode(probs, DIGITS_AND_LETTERS, Constraints()).text == "1a"
+    reading = constrained_decode(probs, DIGITS_AND_LETTERS, Constraints(charset="12b"))
+    assert reading.text == "12"
+    assert reading.char_confidences == pytest.approx((0.95, 0.012))
+    assert constrained_decode(probs, DIGITS_AND_LETTERS, Constraints(charset="12b", max_length=1)).text == "1"
+
+
+def test_charset_probabilities_keep_the_blank_and_the_character_mass():
+    rng = np.random.default_rng(11)
+    probs = random_probs(rng, 9, DIGITS_AND_LETTERS.num_classes)
+    shared = charset_probabilities(probs, DIGITS_AND_LETTERS, "1b")
+    assert np.allclose(shared.sum(axis=1), 1.0)
+    assert np.array_equal(shared[:, 4], probs[:, 4])
+    assert (shared[:, [1, 2]] == 0).all()
+    assert np.allclose(shared[:, 0] / shared[:, 3], probs[:, 0] / probs[:, 3])
 
 
 @pytest.mark.parametrize(

@@ -62,3 +62,27 @@ def test_reads_every_length(onnx_model, length):
     exact = np.mean([r.text == text for r, (_, text) in zip(readings, pairs)])
     assert all(len(text) == length for _, text in pairs)
     assert exact >= 0.9, f"read {exact:.0%} of generated {length}-character captchas"
+
+
+def test_constraints_on_real_captchas(onnx_model, fssp_real):
+    """On real images: the model's own alphabet and length range change nothing; a charset without a character the
+    captcha holds gives another character in that slot, not a shorter reading (what a filter after the fact
+    would give); a length forces a reading of that length."""
+    from captcha_api.ocr.decoding import Constraints
+
+    folder = read_labels(fssp_real)
+    x = load_images(folder.files[:64]).astype(np.float32) / 255
+    free = [r.text for r in onnx_model.read_arrays(x)]
+    same = onnx_model.read_arrays(x, Constraints.parse("2456789бвгджклмнпрст", "4-7"))
+    assert [r.text for r in same] == free
+    lengths_kept = 0
+    for i, text in enumerate(free):
+        banned = text[0]
+        charset = "".join(c for c in onnx_model.alphabet.chars if c != banned)
+        reading = onnx_model.read_arrays(x[i : i + 1], Constraints.parse(charset, None))[0].text
+        assert banned not in reading
+        # filtering the reading afterwards would have lost the slot; here it holds another character
+        lengths_kept += len(reading) == len(text)
+    assert lengths_kept == len(free)
+    forced = onnx_model.read_arrays(x[:16], Constraints.parse(None, 6))
+    assert all(len(r.text) == 6 for r in forced)

@@ -180,15 +180,32 @@ def _best_path_of_length(logp: np.ndarray, min_length: int, max_length: int) -> 
     return path
 
 
-def constrained_decode(probs: np.ndarray, alphabet: Alphabet, constraints: Constraints) -> Reading:
-    """Best path under constraints, chosen inside decoding rather than filtered afterwards: characters outside
-    the charset are masked out (the blank stays) before the path is chosen, and a length limit picks the most
-    probable frame path whose reading has an allowed length (exact Viterbi), so a slot the model read as a
-    disallowed character gets the best allowed one instead of coming back empty.
+def charset_probabilities(probs: np.ndarray, alphabet: Alphabet, charset: str) -> np.ndarray:
+    """Probabilities with only `charset` (and the blank) left: at each step the model's belief that a character is
+    there (1 - p(blank)) is kept and shared among the allowed characters in proportion to their probabilities.
+    Masking alone would let the blank win wherever the model was sure of a disallowed character, and the slot
+    would come back empty; this way the model decides where characters are and the charset which ones."""
+    allowed = np.zeros(alphabet.num_classes, dtype=bool)
+    allowed[alphabet.encode(charset)] = True
+    blank = alphabet.blank_index
+    out = np.where(allowed, probs, 0.0).astype(np.float64)
+    character_mass = 1.0 - probs[:, blank].astype(np.float64)
+    allowed_mass = out.sum(axis=1)
+    out *= (character_mass / np.maximum(allowed_mass, np.finfo(np.float64).tiny))[:, None]
+    out[:, blank] = probs[:, blank]
+    return out
 
-    Confidences use the raw probabilities, not renormalised over the allowed classes: they stay comparable to
-    unconstrained readings and drop when the constraint overruled the model. Without constraints this is
-    greedy_decode. Raises ValueError for a charset outside the alphabet or a length no path can have."""
+
+def constrained_decode(probs: np.ndarray, alphabet: Alphabet, constraints: Constraints) -> Reading:
+    """Best path under constraints, chosen inside decoding rather than filtered afterwards. A charset leaves only
+    its characters, each step's character probability shared among them (charset_probabilities), so a slot the
+    model read as a disallowed character gets the best allowed one instead of coming back empty; without a length,
+    a charset keeps the model's own count of characters when a reading of that count exists. A length limit picks
+    the most probable frame path whose reading has an allowed length (exact Viterbi).
+
+    Confidences use the model's own probabilities of the characters read, not the shared-out ones: they stay
+    comparable to unconstrained readings and drop when the constraint overruled the model. Without constraints
+    this is greedy_decode. Raises ValueError for a charset outside the alphabet or a length no path can have."""
     probs = _check_probs(probs, alphabet)
     constraints.check(alphabet)
     steps = probs.shape[0]
@@ -198,19 +215,27 @@ def constrained_decode(probs: np.ndarray, alphabet: Alphabet, constraints: Const
         raise ValueError(f"no reading of length {min_length} or more fits in {steps} time steps")
     if steps == 0:
         return Reading("", 0.0, ())
-    allowed = np.ones(alphabet.num_classes, dtype=bool)
-    if constraints.charset is not None:
-        allowed[:] = False
-        allowed[alphabet.encode(constraints.charset)] = True
-        allowed[alphabet.blank_index] = True
+    scores = probs if constraints.charset is None else charset_probabilities(probs, alphabet, constraints.charset)
     # The total log probability splits over steps, so the per-step best is the best path overall; if its
     # reading has an allowed length it is also the best allowed one, and the length search is not needed.
-    reading = _read_path(np.where(allowed, probs, -np.inf).argmax(axis=1), probs, alphabet)
+    reading = _read_path(scores.argmax(axis=1), probs, alphabet)
+    keep_count = constraints.charset is not None and constraints.min_length is None and constraints.max_length is None
+    if keep_count:
+        # A charset alone keeps the number of characters the model reads: a character spread over two steps
+        # whose best allowed stand-ins differ would otherwise come back as two.
+        min_length = max_length = len(_read_path(probs.argmax(axis=1), probs, alphabet).text)
     if min_length <= len(reading.text) <= max_length:
         return reading
     # Exact zeros become the smallest positive double, so only masked classes make a path impossible.
-    logp = np.where(allowed, np.log(np.maximum(probs, np.finfo(np.float64).tiny, dtype=np.float64)), -np.inf)
+    logp = np.log(np.maximum(scores, np.finfo(np.float64).tiny, dtype=np.float64))
+    if constraints.charset is not None:
+        masked = np.ones(alphabet.num_classes, dtype=bool)
+        masked[alphabet.encode(constraints.charset)] = False
+        masked[alphabet.blank_index] = False
+        logp[:, masked] = -np.inf
     path = _best_path_of_length(logp, min_length, max_length)
+    if path is None and keep_count:
+        return reading  # no reading over the charset has the model's count: the best one of any length
     if path is None:
         over = f" over the charset {constraints.charset!r}" if constraints.charset is not None else ""
         raise ValueError(

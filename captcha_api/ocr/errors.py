@@ -37,3 +37,10 @@ class UnreadableImage(CaptchaError):
 class ModelNotReady(CaptchaError):
     status = 503
     code = "model_unavailable"
+
+
+class InvalidConstraint(CaptchaError):
+    """A charset or length no reading of this model can satisfy."""
+
+    status = 400
+    code = "invalid_parameter"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .decoding import Reading, greedy_decode_batch
-from .errors import CaptchaError
+from .decoding import Constraints, Reading, constrained_decode_batch, greedy_decode_batch
+from .errors import CaptchaError, InvalidConstraint
 from .metadata import ModelMetadata, artifact_paths
 from .preprocess import DEFAULT_MAX_PIXELS, INPUT_SHAPE, preprocess
 
@@ -25,6 +25,7 @@ RUNTIMES = ("auto", "onnx", "keras")
 # Images per model call. Activation memory grows with the batch (a 64-image call took a worker from 80 to over
 # 200 MB), while the time per image barely falls past 16: larger batches run as several calls of this size.
 MODEL_BATCH = 16
+NO_CONSTRAINTS = Constraints()
 
 
 def check_input_shape(path: Path, shape) -> None:
@@ -116,19 +117,28 @@ class Recognizer:
         """Run the model once so the first real request does not pay for graph set-up."""
         self.read_arrays(np.full((1, *INPUT_SHAPE), 0.9, dtype=np.float32))
 
-    def read_arrays(self, batch: np.ndarray) -> list[Reading]:
+    def read_arrays(self, batch: np.ndarray, constraints: Constraints | None = None) -> list[Reading]:
+        """Model inputs -> readings; `constraints` (charset, length) act inside decoding. A constraint no reading
+        can meet (say, more characters than time steps) raises InvalidConstraint."""
         if batch.shape[1:] != INPUT_SHAPE:
             raise ValueError(f"expected a batch of {INPUT_SHAPE}, got {batch.shape}")
         if len(batch) == 0:
             return []
         batch = np.ascontiguousarray(batch, dtype=np.float32)
-        probs = [self.runtime(batch[i : i + MODEL_BATCH]) for i in range(0, len(batch), MODEL_BATCH)]
-        return greedy_decode_batch(np.concatenate(probs), self.alphabet)
+        probs = np.concatenate([self.runtime(batch[i : i + MODEL_BATCH]) for i in range(0, len(batch), MODEL_BATCH)])
+        if constraints is None or constraints == NO_CONSTRAINTS:
+            return greedy_decode_batch(probs, self.alphabet)
+        try:
+            return constrained_decode_batch(probs, self.alphabet, constraints)
+        except ValueError as exc:
+            raise InvalidConstraint(str(exc)) from None
 
-    def read(self, data: bytes) -> Reading:
-        return self.read_arrays(preprocess(data, self.max_pixels)[None])[0]
+    def read(self, data: bytes, constraints: Constraints | None = None) -> Reading:
+        return self.read_arrays(preprocess(data, self.max_pixels)[None], constraints)[0]
 
-    def read_each(self, items: Sequence[bytes | CaptchaError]) -> list[Reading | CaptchaError]:
+    def read_each(
+        self, items: Sequence[bytes | CaptchaError], constraints: Constraints | None = None
+    ) -> list[Reading | CaptchaError]:
         """Several images in one model call; an image that cannot be read (or came in as an error) stays its error."""
         outcomes: list = list(items)
         arrays, positions = [], []
@@ -141,6 +151,6 @@ class Recognizer:
             except CaptchaError as exc:
                 outcomes[index] = exc
         if arrays:
-            for index, reading in zip(positions, self.read_arrays(np.stack(arrays))):
+            for index, reading in zip(positions, self.read_arrays(np.stack(arrays), constraints)):
                 outcomes[index] = reading
         return outcomes

@@ -32,24 +32,48 @@ class LabelledFolder:
         return LabelledFolder(self.root, [self.files[i] for i in indices], [self.texts[i] for i in indices])
 
 
+FILE_COLUMNS = ("filename", "file", "image")
+TEXT_COLUMNS = ("text", "label")
+
+
 def read_labels(root: Path | str) -> LabelledFolder:
-    """A folder with labels.csv (filename,text; images beside it or in images/), or images named by their text."""
+    """A folder with labels.csv (a file column `filename`, `file` or `image` and a `text` or `label` column; images
+    beside it or in images/), or images named by their text (`abc12.png`, or `abc12_7.png` to tell repeats apart).
+    Labels keep their case."""
     root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"{root} is not a folder")
     labels = root / "labels.csv"
     image_dir = root / "images" if (root / "images").is_dir() else root
     files, texts = [], []
     if labels.is_file():
-        with open(labels, newline="", encoding="utf-8") as handle:
-            for row in csv.DictReader(handle):
-                files.append(image_dir / row["filename"])
-                texts.append(row["text"].strip().lower())
+        with open(labels, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = [c.strip().lower() for c in reader.fieldnames or []]
+            file_col = next((c for c in FILE_COLUMNS if c in columns), None)
+            text_col = next((c for c in TEXT_COLUMNS if c in columns), None)
+            if file_col is None or text_col is None:
+                raise ValueError(
+                    f"{labels} needs a header with a file column ({'/'.join(FILE_COLUMNS)}) and a "
+                    f"text column ({'/'.join(TEXT_COLUMNS)}); it has {reader.fieldnames}"
+                )
+            for row in reader:
+                row = {k.strip().lower(): v for k, v in row.items() if k}
+                files.append(image_dir / row[file_col].strip())
+                texts.append(row[text_col].strip())
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise ValueError(f"{len(missing)} images listed in {labels} are missing, e.g. {missing[:3]}")
     else:
         for path in sorted(image_dir.iterdir()):
             if path.suffix.lower() in IMAGE_SUFFIXES:
                 files.append(path)
-                texts.append(path.stem.split("_")[0].lower())
+                texts.append(path.stem.split("_")[0])
     if not files:
         raise ValueError(f"{root} holds no labelled images (labels.csv or images named by their text)")
+    empty = [f.name for f, t in zip(files, texts) if not t]
+    if empty:
+        raise ValueError(f"{len(empty)} images in {root} have an empty label, e.g. {empty[:3]}")
     return LabelledFolder(root, files, texts)
 
 

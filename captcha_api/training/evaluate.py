@@ -103,6 +103,21 @@ def evaluate(
     return figures, mistakes
 
 
+RECORDED = ("data", "n", "exact_match", "char_accuracy", "length_errors", "exact_by_length", "ms_per_image", "runtime")
+
+
+def record(model: Path | str, key: str, figures: dict, holdout: bool) -> None:
+    """Store the figures in the model's metadata (accuracy.KEY), where /info and the model card read them."""
+    meta_path = artifact_paths(model)[2]
+    meta = ModelMetadata.load(meta_path)
+    meta.accuracy[key] = {k: figures[k] for k in RECORDED} | {
+        "measured": datetime.date.today().isoformat(),
+        "holdout_only": holdout,
+    }
+    meta.save(meta_path)
+    log.info("recorded as accuracy.%s in %s", key, meta_path)
+
+
 def main(args) -> int:
     files = None
     if args.files:
@@ -124,23 +139,7 @@ def main(args) -> int:
     for name, truth, guess, confidence in mistakes[:20]:
         print(f"  wrong: {name}  {truth} -> {guess}  ({confidence})")
     if args.record:
-        meta_path = artifact_paths(args.model)[2]
-        meta = ModelMetadata.load(meta_path)
-        meta.accuracy[args.record] = {
-            key: figures[key]
-            for key in (
-                "data",
-                "n",
-                "exact_match",
-                "char_accuracy",
-                "length_errors",
-                "exact_by_length",
-                "ms_per_image",
-                "runtime",
-            )
-        } | {"measured": datetime.date.today().isoformat(), "holdout_only": bool(getattr(args, "holdout", False))}
-        meta.save(meta_path)
-        log.info("recorded as accuracy.%s in %s", args.record, meta_path)
+        record(args.model, args.record, figures, holdout=bool(getattr(args, "holdout", False)))
     if args.json:
         print(json.dumps(figures, ensure_ascii=False))
     return 0

@@ -34,10 +34,11 @@ class TrainConfig:
     synthetic: list[Path] = field(default_factory=list)
     real: list[Path] = field(default_factory=list)
     val_real: int = 80
+    val_fraction: float | None = None  # instead of val_real: this share of the real images, 20 to 300 of them
     epochs: int = 30
     batch_size: int = 64
     learning_rate: float = 1e-3
-    real_repeat: int = 20
+    real_repeat: int | None = 20  # None: enough to make SAMPLES_PER_EPOCH
     synthetic_per_epoch: int = 20000
     patience: int = 6
     out_dir: Path = Path("model")
@@ -49,6 +50,17 @@ class TrainConfig:
     real_strength: float = 1.0
     max_length: int | None = None
     alphabet: str | None = None
+
+
+SAMPLES_PER_EPOCH = 16000
+# 25 time steps: a reading longer than this could not fit once repeated characters need a blank between them.
+MAX_READABLE_LENGTH = 12
+
+
+def holdout_count(config: TrainConfig, total: int) -> int:
+    if config.val_fraction is not None:
+        return min(300, max(20, round(total * config.val_fraction)), total // 2)
+    return min(config.val_real, total // 2)
 
 
 def choose_alphabet(texts: list[str], requested: str | None) -> Alphabet:
@@ -218,8 +230,11 @@ def train(config: TrainConfig) -> Path:
     if not len(synthetic) and not len(real):
         raise ValueError("no training data: give --synthetic and/or --real folders")
     real_train, real_val = (
-        split_holdout(real, min(config.val_real, len(real) // 2), config.seed) if len(real) else (real, real)
+        split_holdout(real, holdout_count(config, len(real)), config.seed) if len(real) else (real, real)
     )
+    if config.real_repeat is None:
+        # Own-style data alone: each epoch sees about SAMPLES_PER_EPOCH augmented images whatever the set's size.
+        config.real_repeat = 1 if len(synthetic) else max(1, round(SAMPLES_PER_EPOCH / max(1, len(real_train))))
     syn_train, syn_val = (
         (synthetic.subset(range(len(synthetic) - 1000)), synthetic.subset(range(len(synthetic) - 1000, len(synthetic))))
         if len(synthetic) > 5000
@@ -228,6 +243,10 @@ def train(config: TrainConfig) -> Path:
     all_texts = synthetic.texts + real.texts
     alphabet = choose_alphabet(all_texts, config.alphabet)
     max_length = config.max_length or max(7 if alphabet == FSSP else 0, max(map(len, all_texts)))
+    if max_length > MAX_READABLE_LENGTH:
+        raise ValueError(
+            f"labels of up to {max_length} characters: this model family reads at most {MAX_READABLE_LENGTH}"
+        )
 
     log.info(
         "loading images: %d generated, %d real for training, %d real held out",
@@ -310,4 +329,24 @@ def train(config: TrainConfig) -> Path:
     log.info(
         "best epoch %d; serving model at %s; %.0f s of training", state["best_epoch"], keras_path, state["seconds"]
     )
+    finish(keras_path, config.real, bool(len(real_val)))
     return keras_path
+
+
+def finish(keras_path: Path, real_folders: list[Path], has_holdout: bool) -> None:
+    """Export the kept model to ONNX and measure it on the held-out real images, recorded in its metadata."""
+    from .evaluate import evaluate, record
+    from .export import export_onnx
+
+    export_onnx(keras_path)
+    if not has_holdout:
+        return
+    meta = ModelMetadata.load(artifact_paths(keras_path)[2])
+    figures, _ = evaluate(keras_path.with_suffix(".onnx"), real_folders, "onnx", set(meta.training["holdout_files"]))
+    record(keras_path, "validation", figures, holdout=True)
+    log.info(
+        "held-out real images: %d, exact match %.2f%%, character accuracy %.2f%%",
+        figures["n"],
+        100 * figures["exact_match"],
+        100 * figures["char_accuracy"],
+    )

@@ -1,0 +1,69 @@
+"""The models a worker serves: every model in a folder, one of them the default, each loaded once."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .ocr.errors import CaptchaError, ModelNotReady
+from .ocr.metadata import artifact_paths
+from .ocr.runtime import Recognizer
+
+log = logging.getLogger(__name__)
+
+
+class UnknownModel(CaptchaError):
+    status = 404
+    code = "unknown_model"
+
+
+@dataclass
+class ModelSet:
+    default_name: str
+    recognizers: dict[str, Recognizer] = field(default_factory=dict)
+
+    @property
+    def default(self) -> Recognizer | None:
+        return self.recognizers.get(self.default_name)
+
+    def get(self, name: str | None = None) -> Recognizer:
+        """The named model, or the default one; 404 for a name not served, 503 when the default is not loaded."""
+        if name is None:
+            if self.default is None:
+                raise ModelNotReady("no model is loaded")
+            return self.default
+        recognizer = self.recognizers.get(name)
+        if recognizer is None:
+            served = ", ".join(sorted(self.recognizers)) or "none"
+            raise UnknownModel(f"no model named {name!r} is served; models: {served}")
+        return recognizer
+
+
+def model_files(folder: Path) -> dict[str, Path]:
+    """name -> artifact base path, for every NAME.json in the folder with NAME.onnx or NAME.keras beside it."""
+    found = {}
+    for meta in sorted(Path(folder).glob("*.json")):
+        base = meta.with_suffix("")
+        if base.with_suffix(".onnx").is_file() or base.with_suffix(".keras").is_file():
+            found[base.name] = base
+    return found
+
+
+def load_models(settings) -> ModelSet:
+    """CAPTCHA_MODEL is the default model; every model in CAPTCHA_MODEL_DIR (default: the default model's folder)
+    is served beside it. A model that fails to load is logged and left out; without the default the service
+    answers 503 until it is fixed."""
+    default_base = artifact_paths(settings.model)[0].with_suffix("")
+    paths = model_files(settings.models_folder) if settings.models_folder else {}
+    paths[default_base.name] = default_base  # the configured file wins over a namesake in the folder
+    models = ModelSet(default_base.name)
+    for name, base in sorted(paths.items()):
+        try:
+            recognizer = Recognizer(base, settings.runtime, settings.threads, settings.max_pixels)
+        except (OSError, ValueError, ImportError) as exc:
+            log.error("could not load the model %s: %s", base, exc)
+            continue
+        recognizer.warm_up()
+        models.recognizers[name] = recognizer
+    return models
