@@ -142,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--files", help="only the file names listed in this text file")
     ev.add_argument("--holdout", action="store_true", help="only the real images the model held out from training")
     ev.add_argument("--batch-size", type=int, default=64)
+    ev.add_argument("--ddddocr", action="store_true", help="read the same images with ddddocr too, in the same run")
     ev.set_defaults(func=_evaluate)
 
     ex = sub.add_parser("export", help="write the ONNX artifact beside a Keras model")

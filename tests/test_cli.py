@@ -103,3 +103,70 @@ def test_pseudolabel_keeps_confident_readings_and_references_images(tiny_artifac
     assert all(path.is_absolute() and path.parent == labelled.resolve() for path in everything.files)
     assert main([*args, "--min-confidence", "1.01"]) == 0
     assert (out / "labels.csv").read_text(encoding="utf-8").strip() == "filename,text"
+
+
+@pytest.fixture(scope="module")
+def own_style(tmp_path_factory):
+    """A folder of another captcha style, labelled by file name: Latin letters and digits, mixed case, 3-6
+    characters, drawn with Pillow's own font."""
+    import random
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    folder = tmp_path_factory.mktemp("own")
+    rng = random.Random(5)
+    font = ImageFont.load_default(size=28)
+    for i in range(30):
+        text = "".join(rng.choice("AbCdeFx39") for _ in range(rng.randint(3, 6)))
+        image = Image.new("RGB", (160, 50), (240, 236, 220))
+        ImageDraw.Draw(image).text((10 + rng.randint(0, 20), 8), text, font=font, fill=(20, 40, 120))
+        image.save(folder / f"{text}_{i}.png")
+    return folder
+
+
+def test_train_on_any_labelled_folder(own_style, tmp_path, caplog):
+    from captcha_api.ocr.runtime import Recognizer
+    from captcha_api.training.data import read_labels
+
+    caplog.set_level("INFO")
+    out = tmp_path / "model"
+    args = ["train", "--data", str(own_style), "--name", "latin", "--epochs", "1", "--real-repeat", "2"]
+    assert main([*args, "--batch-size", "8", "--out-dir", str(out), "--work-dir", str(tmp_path / "run")]) == 0
+    folder = read_labels(own_style)
+    texts = folder.texts
+    meta = ModelMetadata.load(out / "latin.json")
+    assert meta.alphabet == "".join(sorted(set("".join(texts))))  # derived from the labels, case kept
+    assert (meta.min_length, meta.max_length) == (min(map(len, texts)), max(map(len, texts)))
+    held_out = meta.training["holdout_files"]
+    assert len(held_out) == 15 and meta.training["real_images"] == 15  # 15% asked, at least 20, at most half
+    validation = meta.accuracy["validation"]
+    assert validation["holdout_only"] and validation["n"] == 15 and validation["runtime"] == "onnx"
+    assert (out / "latin.keras").is_file() and (out / "latin.onnx").is_file()
+    reading = Recognizer(out / "latin", "onnx").read(folder.files[0].read_bytes())
+    assert set(reading.text) <= set(meta.alphabet)
+    assert any("held-out real images: 15" in r.getMessage() for r in caplog.records)
+
+
+def test_train_on_a_folder_needs_a_name_and_readable_lengths(own_style, tmp_path):
+    with pytest.raises(SystemExit, match="--name"):
+        main(["train", "--data", str(own_style)])
+    long = tmp_path / "long"
+    long.mkdir()
+    from PIL import Image
+
+    for i in range(4):
+        Image.new("RGB", (200, 60), "white").save(long / f"{'a' * 13}{i}.png")
+    with pytest.raises(ValueError, match="at most 12"):
+        main(
+            [
+                "train",
+                "--data",
+                str(long),
+                "--name",
+                "long",
+                "--out-dir",
+                str(tmp_path / "m"),
+                "--work-dir",
+                str(tmp_path / "r"),
+            ]
+        )

@@ -66,10 +66,7 @@ def score(truths: list[str], guesses: list[str]) -> dict:
     }
 
 
-def evaluate(
-    model: Path | str, data_dirs: list[Path], runtime: str = "auto", files: set[str] | None = None, batch_size: int = 64
-) -> tuple[dict, list]:
-    recognizer = Recognizer(model, runtime)
+def labelled_paths(data_dirs: list[Path], files: set[str] | None) -> tuple[list[Path], list[str]]:
     paths, truths = [], []
     for folder in map(read_labels, data_dirs):
         for path, text in zip(folder.files, folder.texts):
@@ -78,6 +75,14 @@ def evaluate(
                 truths.append(text)
     if not paths:
         raise ValueError("no labelled images to evaluate")
+    return paths, truths
+
+
+def evaluate(
+    model: Path | str, data_dirs: list[Path], runtime: str = "auto", files: set[str] | None = None, batch_size: int = 64
+) -> tuple[dict, list]:
+    recognizer = Recognizer(model, runtime)
+    paths, truths = labelled_paths(data_dirs, files)
     blobs = [p.read_bytes() for p in paths]
     recognizer.warm_up()
     readings = []
@@ -103,19 +108,56 @@ def evaluate(
     return figures, mistakes
 
 
-RECORDED = ("data", "n", "exact_match", "char_accuracy", "length_errors", "exact_by_length", "ms_per_image", "runtime")
+RECORDED = (
+    "data",
+    "n",
+    "exact_match",
+    "char_accuracy",
+    "length_errors",
+    "exact_by_length",
+    "ms_per_image",
+    "runtime",
+    "ddddocr",
+)
 
 
 def record(model: Path | str, key: str, figures: dict, holdout: bool) -> None:
     """Store the figures in the model's metadata (accuracy.KEY), where /info and the model card read them."""
     meta_path = artifact_paths(model)[2]
     meta = ModelMetadata.load(meta_path)
-    meta.accuracy[key] = {k: figures[k] for k in RECORDED} | {
+    meta.accuracy[key] = {k: figures[k] for k in RECORDED if k in figures} | {
         "measured": datetime.date.today().isoformat(),
         "holdout_only": holdout,
     }
     meta.save(meta_path)
     log.info("recorded as accuracy.%s in %s", key, meta_path)
+
+
+def ddddocr_figures(paths: list[Path], truths: list[str], alphabet: str) -> dict | None:
+    """ddddocr (the usual peer) on the same images in the same run: as it comes, and restricted to the model's
+    alphabet with its own set_ranges (which filters its output after it has chosen)."""
+    import importlib.metadata
+    import importlib.util
+
+    if importlib.util.find_spec("ddddocr") is None:
+        return None
+    import ddddocr
+
+    blobs = [p.read_bytes() for p in paths]
+    plain = ddddocr.DdddOcr(show_ad=False)
+    started = time.perf_counter()
+    plain_texts = [plain.classification(b) for b in blobs]
+    ms = (time.perf_counter() - started) / len(blobs) * 1000
+    restricted = ddddocr.DdddOcr(show_ad=False)
+    restricted.set_ranges(alphabet)
+    restricted_texts = [restricted.classification(b) for b in blobs]
+    return {
+        "version": importlib.metadata.version("ddddocr"),
+        "n": len(blobs),
+        "exact_match": float(np.mean([t == g for t, g in zip(truths, plain_texts)])),
+        "exact_match_restricted": float(np.mean([t == g for t, g in zip(truths, restricted_texts)])),
+        "ms_per_image": round(ms, 3),
+    }
 
 
 def main(args) -> int:
@@ -126,6 +168,10 @@ def main(args) -> int:
         meta = ModelMetadata.load(artifact_paths(args.model)[2])
         files = set(meta.training.get("holdout_files", []))
     figures, mistakes = evaluate(args.model, [Path(d) for d in args.data], args.runtime, files, args.batch_size)
+    if getattr(args, "ddddocr", False):
+        paths, truths = labelled_paths([Path(d) for d in args.data], files)
+        alphabet = ModelMetadata.load(artifact_paths(args.model)[2]).alphabet
+        figures["ddddocr"] = ddddocr_figures(paths, truths, alphabet)
     print(f"images            {figures['n']}")
     print(f"exact match       {figures['exact_match']:.2%}")
     print(f"char accuracy     {figures['char_accuracy']:.2%}")
@@ -136,6 +182,14 @@ def main(args) -> int:
         f"ms per image      {figures['ms_per_image']} (batch {figures['batch_size']}), "
         f"{figures['ms_per_image_batch1']} (batch 1), {figures['runtime']} runtime"
     )
+    peer = figures.get("ddddocr")
+    if peer:
+        print(
+            f"ddddocr {peer['version']}     {peer['exact_match']:.2%} exact, {peer['exact_match_restricted']:.2%} "
+            f"with set_ranges(alphabet), {peer['ms_per_image']} ms an image (same {peer['n']} images)"
+        )
+    elif "ddddocr" in figures:
+        print("ddddocr           not installed")
     for name, truth, guess, confidence in mistakes[:20]:
         print(f"  wrong: {name}  {truth} -> {guess}  ({confidence})")
     if args.record:
