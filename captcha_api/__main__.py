@@ -80,6 +80,12 @@ def _bench(args) -> int:
     return main(args)
 
 
+def _soak(args) -> int:
+    from .soak import main
+
+    return main(args)
+
+
 def _serve(args) -> int:
     from .app import create_app
 
@@ -168,6 +174,17 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--no-ddddocr", action="store_true", help="skip ddddocr even when it is installed")
     bn.add_argument("--no-http", action="store_true", help="in-process figures only")
     bn.set_defaults(func=_bench)
+
+    sk = sub.add_parser("soak", help="load and soak the service on loopback: errors, latency, memory growth")
+    sk.add_argument("--model", default=str(DEFAULT_MODEL))
+    sk.add_argument("--data", help="labelled folder; its first image is sent (default: fssp-real if there)")
+    sk.add_argument("--workers", type=int, default=2)
+    sk.add_argument("--load-seconds", type=int, default=60)
+    sk.add_argument("--connections", type=int, default=32)
+    sk.add_argument("--soak-minutes", type=int, default=10)
+    sk.add_argument("--smoke", action="store_true", help="a few seconds, to check that everything works")
+    sk.add_argument("--out", help="Markdown report to update (default: docs/benchmarks.md; none with --smoke)")
+    sk.set_defaults(func=_soak)
 
     sv = sub.add_parser("serve", help="run the development server (production: gunicorn -c gunicorn.conf.py)")
     sv.set_defaults(func=_serve)

@@ -41,6 +41,9 @@ from .process import ROOT, GunicornProcess
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "fssp-real"
 BATCH = 64
+# The soak command (captcha_api.soak) owns this part of the report; a benchmark run keeps it.
+SOAK_START = "<!-- soak:start -->"
+SOAK_END = "<!-- soak:end -->"
 HTTP_BATCH = 32
 
 # (key in the results, label, direction, threshold): the issue's targets for 2 workers on 2 cores.
@@ -463,6 +466,13 @@ def run(args) -> dict:
     return results
 
 
+def keep_soak_section(page: str, old: str) -> str:
+    """The new report, with the soak section of the old one (written by another command) carried over."""
+    if SOAK_START in old and SOAK_END in old:
+        page += "\n" + SOAK_START + old.split(SOAK_START, 1)[1].split(SOAK_END, 1)[0] + SOAK_END + "\n"
+    return page
+
+
 def main(args) -> int:
     results = run(args)
     print("\n".join(tables(results)))
@@ -470,7 +480,8 @@ def main(args) -> int:
     if out:
         command = "python -m captcha_api bench" + (" --smoke" if args.smoke else "")
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(markdown(results, command), encoding="utf-8")
+        old = Path(out).read_text(encoding="utf-8") if Path(out).is_file() else ""
+        Path(out).write_text(keep_soak_section(markdown(results, command), old), encoding="utf-8")
         print(f"wrote {out}", file=sys.stderr)
     for figures in results["in_process"].values():
         figures.pop("texts", None)

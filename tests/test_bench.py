@@ -86,3 +86,40 @@ def test_report_describes_the_machine_and_every_target(smoke):
     for _, label, _, _ in TARGETS:
         assert label in report
         assert label in stdout
+
+
+def test_soak_smoke_run_measures_load_and_memory(smoke, tmp_path):
+    """The soak command against a real gunicorn: no errors, RSS sampled per worker, the same workers throughout;
+    it writes only its own section of the report, and a benchmark run keeps that section."""
+    _, report_text, _ = smoke
+    report = tmp_path / "benchmarks.md"
+    report.write_text(report_text, encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-m", "captcha_api", "soak", "--smoke", "--out", str(report)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["load"]["requests"] > 0 and result["load"]["errors"] == 0
+    assert result["soak"]["requests"] > 0 and result["soak"]["errors"] == 0
+    assert result["soak"]["same_workers_throughout"] is True
+    assert len(result["soak"]["baseline_rss_mb"]) == 2 and len(result["soak"]["rss_mb_samples"]) == 2
+    page = report.read_text(encoding="utf-8")
+    assert page.startswith(report_text.rstrip("\n")) and page.count("## Load and soak") == 1
+    from captcha_api.soak import write_section
+
+    write_section(report, "<!-- soak:start -->\n## Load and soak\nagain\n<!-- soak:end -->\n")
+    again = report.read_text(encoding="utf-8")
+    assert again.count("## Load and soak") == 1 and "again" in again and again.startswith(report_text.rstrip("\n"))
+
+
+def test_a_benchmark_run_keeps_the_soak_section():
+    from captcha_api.bench import keep_soak_section
+
+    old = "# Benchmarks\nold figures\n<!-- soak:start -->\n## Load and soak\nsoaked\n<!-- soak:end -->\n"
+    page = keep_soak_section("# Benchmarks\nnew figures\n", old)
+    assert "new figures" in page and "old figures" not in page and page.count("soaked") == 1
+    assert keep_soak_section("# Benchmarks\nnew\n", "# Benchmarks\nno soak yet\n") == "# Benchmarks\nnew\n"
