@@ -3,7 +3,9 @@
 import base64
 import contextlib
 import email.utils
+import json
 import re
+import shutil
 import socket
 import threading
 import time
@@ -22,10 +24,12 @@ from captcha_ocr_client import (
     RateLimited,
     RequestTimeout,
     ServiceUnavailable,
+    UnknownModel,
     parse_retry_after,
 )
 from PIL import Image
 
+from captcha_api.ocr.metadata import DEFAULT_MODEL
 from captcha_api.process import GunicornProcess, free_port
 from captcha_api.training.generator import sample
 
@@ -33,6 +37,7 @@ from .conftest import KEY, ROOT, encode
 
 README = ROOT / "README.md"
 README_SECTION = "## Python client"
+ALPHABET = "2456789бвгджклмнпрст"
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +73,26 @@ def modelless_service(tmp_path_factory):
         process.stop()
 
 
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory):
+    """A service on a folder holding the shipped fssp model and 'mirror', the same network with its alphabet
+    reversed: mirror's reading is fssp's with each character mapped to the mirrored place of the alphabet."""
+    folder = tmp_path_factory.mktemp("models")
+    for name in ("fssp", "mirror"):
+        shutil.copy(DEFAULT_MODEL.with_suffix(".onnx"), folder / f"{name}.onnx")
+    meta = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text(encoding="utf-8"))
+    (folder / "fssp.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+    meta["name"], meta["alphabet"] = "mirror", meta["alphabet"][::-1]
+    (folder / "mirror.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+    env = {"CAPTCHA_API_KEYS": KEY, "CAPTCHA_WORKERS": "1", "CAPTCHA_MODEL": str(folder / "fssp")}
+    with GunicornProcess(env, folder / "server.log") as process:
+        yield process.url
+
+
+def mirrored(text: str) -> str:
+    return text.translate(str.maketrans(ALPHABET, ALPHABET[::-1]))
+
+
 def recording_session(log: list) -> requests.Session:
     """A session that notes (time, status, Retry-After) of every answer it gets, retries included."""
     session = requests.Session()
@@ -95,7 +120,7 @@ def test_health_and_info(service):
         assert client.health() == {"status": "ok", "model_loaded": True, "version": "1.0.0"}
         info = client.info()
     assert info["version"] == "1.0.0" and info["model"]["name"] == "fssp"
-    assert info["model"]["alphabet"] == "2456789бвгджклмнпрст"
+    assert info["model"]["alphabet"] == ALPHABET
 
 
 @pytest.mark.parametrize(
@@ -146,6 +171,96 @@ def test_batch_with_bad_entries_fails_only_those(service, samples):
 def test_batch_refuses_what_is_not_an_image_input(service):
     with CaptchaClient(service, api_key=KEY) as client, pytest.raises(TypeError):
         client.predict_batch([12345])
+
+
+def test_models_lists_every_served_model(two_models):
+    with CaptchaClient(two_models, api_key=KEY) as client:
+        models = {model["name"]: model for model in client.models()}
+    assert set(models) == {"fssp", "mirror"}
+    assert models["fssp"]["default"] is True and models["mirror"]["default"] is False
+    assert models["fssp"]["alphabet"] == ALPHABET and models["mirror"]["alphabet"] == ALPHABET[::-1]
+    assert models["mirror"]["min_sequence_length"] == 4 and models["mirror"]["max_sequence_length"] == 7
+
+
+@pytest.mark.parametrize(("method", "form"), [("predict_bytes", "bytes"), ("predict_base64", "data_url")])
+def test_model_option_picks_the_model(two_models, samples, tmp_path, method, form):
+    with CaptchaClient(two_models, api_key=KEY) as client:
+        call = getattr(client, method)
+        for png, _ in samples[:3]:
+            image = as_form(png, form, tmp_path)
+            default = call(image).text
+            assert call(image, model="fssp").text == default
+            assert call(image, model="mirror").text == mirrored(default) != default
+
+
+def test_model_option_of_predict_file_and_batch(two_models, samples, tmp_path):
+    path = as_form(samples[0][0], "file", tmp_path)
+    with CaptchaClient(two_models, api_key=KEY) as client:
+        default = client.predict_file(path).text
+        assert client.predict_file(path, model="mirror").text == mirrored(default) != default
+        results = client.predict_batch([path, samples[1][0]], model="mirror")
+        plain = client.predict_batch([path, samples[1][0]])
+    assert [r["prediction"] for r in results] == [mirrored(r["prediction"]) for r in plain]
+
+
+@pytest.mark.parametrize("method", ["predict_bytes", "predict_base64", "predict_batch"])
+def test_unknown_model_raises_unknown_model(two_models, samples, method):
+    png = samples[0][0]
+    image = {"predict_bytes": png, "predict_base64": base64.b64encode(png).decode(), "predict_batch": [png]}[method]
+    with CaptchaClient(two_models, api_key=KEY) as client:
+        with pytest.raises(UnknownModel) as caught:
+            getattr(client, method)(image, model="nope")
+    assert isinstance(caught.value, CaptchaError) and not isinstance(caught.value, InvalidInput)
+    assert (caught.value.status, caught.value.code) == (404, "unknown_model")
+    assert "fssp, mirror" in caught.value.message
+
+
+@pytest.mark.parametrize("length", [6, "6"])
+@pytest.mark.parametrize("method", ["predict_bytes", "predict_base64"])
+def test_length_option_gives_a_reading_of_that_length(two_models, samples, method, length):
+    texts = [text for _, text in samples]
+    assert any(len(text) != 6 for text in texts)  # else the option would change nothing
+    with CaptchaClient(two_models, api_key=KEY) as client:
+        call = getattr(client, method)
+        form = "base64" if method == "predict_base64" else "bytes"
+        readings = [call(as_form(png, form, None), length=length).text for png, _ in samples]
+        ranged = [client.predict_bytes(png, length="4..5").text for png, _ in samples]
+    assert [len(reading) for reading in readings] == [6] * len(samples)
+    assert all(4 <= len(reading) <= 5 for reading in ranged), ranged
+
+
+@pytest.mark.parametrize("method", ["predict_bytes", "predict_base64"])
+def test_charset_option_reads_only_those_characters(two_models, samples, method):
+    charset = "2457бвг"
+    assert any(not set(text) <= set(charset) for _, text in samples)
+    with CaptchaClient(two_models, api_key=KEY) as client:
+        call = getattr(client, method)
+        form = "base64" if method == "predict_base64" else "bytes"
+        readings = [call(as_form(png, form, None), charset=charset).text for png, _ in samples]
+        exact = call(as_form(samples[0][0], form, None), charset=charset, length=5, model="mirror").text
+    assert all(reading and set(reading) <= set(charset) for reading in readings), readings
+    assert len(exact) == 5 and set(exact) <= set(charset)
+
+
+def test_batch_options_apply_to_every_image(two_models, samples):
+    with CaptchaClient(two_models, api_key=KEY) as client:
+        results = client.predict_batch([png for png, _ in samples], charset="бвг", length="6")
+    assert [r["index"] for r in results] == list(range(len(samples)))
+    assert all(len(r["prediction"]) == 6 and set(r["prediction"]) <= set("бвг") for r in results), results
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"length": "6-4"}, {"length": "many"}, {"length": 40}, {"charset": "abc"}, {"charset": ""}, {"model": ""}],
+)
+@pytest.mark.parametrize("method", ["predict_bytes", "predict_base64", "predict_batch"])
+def test_bad_options_raise_invalid_input(two_models, samples, method, options):
+    png = samples[0][0]
+    image = {"predict_bytes": png, "predict_base64": base64.b64encode(png).decode(), "predict_batch": [png]}[method]
+    with CaptchaClient(two_models, api_key=KEY) as client:
+        with pytest.raises(InvalidInput) as caught:
+            getattr(client, method)(image, **options)
+    assert (caught.value.status, caught.value.code) == (400, "invalid_parameter")
 
 
 @pytest.mark.parametrize(
@@ -349,3 +464,5 @@ def test_readme_examples_run_as_written(service, samples, tmp_path, monkeypatch,
     assert output.count(text) >= 5, output  # file, bytes, data URL and batch readings of captcha.png
     assert "'model_loaded': True" in output
     assert "3 invalid_base64" in output and "refused: 400 invalid_image" in output, output
+    assert "[('fssp', True)]" in output and "no such model: 404 unknown_model" in output, output
+    assert re.search(r"^[2456789]{5}$", output, flags=re.M), output  # the reading under charset and length

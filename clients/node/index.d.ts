@@ -22,6 +22,19 @@ export interface RequestOptions {
   signal?: AbortSignal;
 }
 
+/**
+ * Options of `predict`, `predictFile`, `predictBatch` and `predictUrl`, sent as form or JSON fields when set. The
+ * service checks the values: an unknown `model` is a 404 `unknown_model`, a bad value a 400 `invalid_parameter`.
+ */
+export interface PredictOptions extends RequestOptions {
+  /** A served model's name (see `models()`); without it the service's default model reads. */
+  model?: string;
+  /** The characters the reading may use, a subset of the model's alphabet. */
+  charset?: string;
+  /** An exact length (`5` or `"5"`) or a range (`"4-6"`, `"4..6"`). */
+  length?: number | string;
+}
+
 export interface ErrorDetail {
   code: string;
   message: string;
@@ -53,21 +66,28 @@ export interface Health {
   version: string;
 }
 
+/** A served model, as `GET /info` describes it. */
+export interface ModelInfo {
+  name: string;
+  path: string;
+  runtime: string;
+  /** [height, width] */
+  image_size: [number, number];
+  min_sequence_length: number;
+  max_sequence_length: number;
+  alphabet: string;
+  accuracy: Record<string, unknown>;
+}
+
 /** `GET /info`. */
 export interface Info {
   name: string;
   version: string;
   description: string;
-  model: {
-    name: string;
-    path: string;
-    runtime: string;
-    /** [height, width] */
-    image_size: [number, number];
-    max_sequence_length: number;
-    alphabet: string;
-    accuracy: Record<string, unknown>;
-  };
+  /** The default model. */
+  model: ModelInfo;
+  /** Every served model, by name; `default` marks the one a request without `model` gets. */
+  models: Array<ModelInfo & { default: boolean }>;
   endpoints: Record<string, string>;
   limits: { max_image_bytes: number; max_batch: number; rate_limit: string | null };
 }
@@ -111,14 +131,16 @@ export class CaptchaClient {
   readonly maxRetryDelay: number;
 
   /** Bytes go as multipart field `image`; a base64 string or data URL as JSON `{"image": ...}`. */
-  predict(input: CaptchaInput, options?: RequestOptions): Promise<Prediction>;
+  predict(input: CaptchaInput, options?: PredictOptions): Promise<Prediction>;
   /** Reads the file, then `predict`s its bytes. */
-  predictFile(path: string | URL, options?: RequestOptions): Promise<Prediction>;
-  /** JSON `{"images": [...]}`; bytes are sent as base64. */
-  predictBatch(inputs: CaptchaInput[], options?: RequestOptions): Promise<BatchPrediction>;
+  predictFile(path: string | URL, options?: PredictOptions): Promise<Prediction>;
+  /** JSON `{"images": [...]}`; bytes are sent as base64. The options apply to every image. */
+  predictBatch(inputs: CaptchaInput[], options?: PredictOptions): Promise<BatchPrediction>;
   /** Downloads the image itself (with no API key), then `predict`s its bytes. */
-  predictUrl(url: string | URL, options?: RequestOptions): Promise<Prediction>;
+  predictUrl(url: string | URL, options?: PredictOptions): Promise<Prediction>;
   /** Resolves on 200 and on 503 (no model loaded yet), without retrying. */
   health(options?: RequestOptions): Promise<Health>;
   info(options?: RequestOptions): Promise<Info>;
+  /** `info().models`: every model the service serves. */
+  models(options?: RequestOptions): Promise<Info['models']>;
 }

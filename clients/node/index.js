@@ -11,6 +11,7 @@ const RETRY_STATUSES = new Set([429, 503]);
 const DEFAULT_BACKOFF_MS = 250; // first wait when a 429/503 carries no Retry-After; doubles per attempt
 const DATA_URL = /^data:[\w.+-]+\/[\w.+-]+(;[\w.+-]+(=[\w.+-]+)?)*;base64,/i;
 const BASE64 = /^[A-Za-z0-9+/_=\s-]+$/;
+const OPTION_NAMES = ['model', 'charset', 'length'];
 
 /** A non-2xx answer from the service: `status` is the HTTP status, `code` the service's `error.code`. */
 class CaptchaApiError extends Error {
@@ -68,51 +69,58 @@ class CaptchaClient {
   }
 
   /**
-   * Read one captcha: image bytes go as multipart field `image`, a base64 string or data URL as JSON.
+   * Read one captcha: image bytes go as multipart field `image`, a base64 string or data URL as JSON; the options
+   * `model`, `charset` and `length` go along as form or JSON fields.
    * @param {Buffer | Uint8Array | string} input
-   * @param {{signal?: AbortSignal}} [options]
+   * @param {PredictOptions} [options]
    */
   async predict(input, options = {}) {
+    const fields = predictFields(options);
     if (typeof input === 'string') {
-      return this.#json('/predict', { image: checkString(input, 'input') }, options);
+      return this.#json('/predict', { image: checkString(input, 'input'), ...fields }, options);
     }
     const form = new FormData();
     form.append('image', imageBlob(checkBytes(input, 'input')), 'captcha');
+    for (const [name, value] of Object.entries(fields)) form.append(name, String(value));
     return this.#request('POST', '/predict', { body: form }, options);
   }
 
   /**
    * Read the captcha in an image file.
    * @param {string | URL} path
-   * @param {{signal?: AbortSignal}} [options]
+   * @param {PredictOptions} [options]
    */
   async predictFile(path, options = {}) {
     if (typeof path !== 'string' && !(path instanceof URL)) throw new TypeError('path must be a string or URL');
+    predictFields(options);
     return this.predict(await readFile(path), options);
   }
 
   /**
-   * Read several captchas in one request; one bad image fails only its own entry of `results`.
+   * Read several captchas in one request; one bad image fails only its own entry of `results`. The options apply
+   * to every image.
    * @param {Array<Buffer | Uint8Array | string>} inputs
-   * @param {{signal?: AbortSignal}} [options]
+   * @param {PredictOptions} [options]
    */
   async predictBatch(inputs, options = {}) {
     if (!Array.isArray(inputs) || inputs.length === 0) throw new TypeError('inputs must be a non-empty array');
+    const fields = predictFields(options);
     const images = inputs.map((item, index) =>
       typeof item === 'string'
         ? checkString(item, `inputs[${index}]`)
         : Buffer.from(checkBytes(item, `inputs[${index}]`)).toString('base64'),
     );
-    return this.#json('/predict-batch', { images }, options);
+    return this.#json('/predict-batch', { images, ...fields }, options);
   }
 
   /**
    * Download an image (without the API key) and read it.
    * @param {string | URL} url
-   * @param {{signal?: AbortSignal}} [options]
+   * @param {PredictOptions} [options]
    */
   async predictUrl(url, options = {}) {
     if (typeof url !== 'string' && !(url instanceof URL)) throw new TypeError('url must be a string or URL');
+    predictFields(options);
     const target = new URL(String(url));
     const response = await this.#fetch(target, { method: 'GET' }, options.signal);
     if (!response.ok) {
@@ -139,6 +147,15 @@ class CaptchaClient {
    */
   async info(options = {}) {
     return this.#request('GET', '/info', {}, options);
+  }
+
+  /**
+   * The served models, from `/info`: name, alphabet, sequence lengths, accuracy, and `default` for the one used
+   * when a request names none.
+   * @param {{signal?: AbortSignal}} [options]
+   */
+  async models(options = {}) {
+    return (await this.info(options)).models;
   }
 
   #json(path, payload, options) {
@@ -200,6 +217,32 @@ function checkNumber(name, value, min, integer = false) {
   if (typeof value !== 'number' || !(value >= min) || (integer && !Number.isInteger(value))) {
     throw new TypeError(`${name} must be ${integer ? 'an integer' : 'a number'} >= ${min}, not ${value}`);
   }
+}
+
+/**
+ * @typedef {object} PredictOptions
+ * @property {AbortSignal} [signal]
+ * @property {string} [model] a served model's name (see `models()`); else the service's default
+ * @property {string} [charset] the characters the reading may use, from the model's alphabet
+ * @property {number | string} [length] an exact length (5 or "5") or a range ("4-6", "4..6")
+ */
+
+/** The options `model`, `charset` and `length` that are set, type-checked; the service checks their values. */
+function predictFields(options) {
+  if (options === null || typeof options !== 'object') throw new TypeError('options must be an object');
+  const fields = {};
+  for (const name of OPTION_NAMES) {
+    const value = options[name];
+    if (value === undefined || value === null) continue;
+    const isLength = name === 'length' && Number.isInteger(value) && value >= 0;
+    if (!isLength && (typeof value !== 'string' || !value)) {
+      const what = name === 'length' ? 'a whole number or a non-empty string such as "4-6"' : 'a non-empty string';
+      const given = typeof value === 'string' ? '""' : typeof value === 'number' ? value : `a ${typeof value}`;
+      throw new TypeError(`${name} must be ${what}, not ${given}`);
+    }
+    fields[name] = value;
+  }
+  return fields;
 }
 
 function checkBytes(input, name) {

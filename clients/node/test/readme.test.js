@@ -40,6 +40,11 @@ const EXPECTED = [
     assert.match(out, /2456789бвгджклмнпрст \[ 60, 200 \]/);
   },
   (out) => {
+    const [models, reading, unknown, ...rest] = out.trim().split('\n');
+    assert.deepEqual([models, unknown, rest], ['fssp true', '404 unknown_model', []]);
+    assert.match(reading, /^[2456789]{5}$/); // the reading under charset and length
+  },
+  (out) => {
     assert.equal(out.trim(), 'refused: 400 invalid_image');
   },
 ];

@@ -30,6 +30,7 @@ __all__ = [
     "RateLimited",
     "RequestTimeout",
     "ServiceUnavailable",
+    "UnknownModel",
     "parse_retry_after",
 ]
 
@@ -76,6 +77,10 @@ class RateLimited(CaptchaError):
     """429 after every retry; `retry_after` says how long to wait before the next call."""
 
 
+class UnknownModel(CaptchaError):
+    """404 `unknown_model`: the service serves no model of the name given as `model` (see `models()`)."""
+
+
 class ServiceUnavailable(CaptchaError):
     """503 after every retry: the service has no model loaded (or a proxy in front of it is down)."""
 
@@ -98,6 +103,7 @@ ERRORS_BY_STATUS: dict[int, type[CaptchaError]] = {
     429: RateLimited,
     503: ServiceUnavailable,
 }
+ERRORS_BY_CODE: dict[str, type[CaptchaError]] = {"unknown_model": UnknownModel}
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -119,6 +125,10 @@ def parse_retry_after(value: str | None) -> float | None:
 
 class CaptchaClient:
     """Calls a CaptchaOCR service. One requests.Session per client; use it as a context manager or call close().
+
+    Every predict method takes the keyword-only options `model` (the name of a served model, see `models()`;
+    default: the service's default model), `charset` (the characters the reading may use, from the model's
+    alphabet) and `length` (an exact length, 5 or "5", or a range "4-6"); the service checks them.
 
     `timeout` (seconds) bounds connecting and each wait for data on every call. 429 and 503 answers are retried up
     to `retries` times, waiting what Retry-After says (at least the back-off, since servers round it down); when the
@@ -148,29 +158,60 @@ class CaptchaClient:
         if api_key:
             self._headers["X-API-Key"] = api_key
 
-    def predict_file(self, path: str | os.PathLike[str]) -> Prediction:
+    def predict_file(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        model: str | None = None,
+        charset: str | None = None,
+        length: int | str | None = None,
+    ) -> Prediction:
         """Read the captcha in an image file, sent as a multipart upload."""
         path = Path(path)
         mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        return self._predict_upload(path.name, path.read_bytes(), mime)
+        return self._predict_upload(path.name, path.read_bytes(), mime, _options(model, charset, length))
 
-    def predict_bytes(self, data: bytes | bytearray | memoryview) -> Prediction:
+    def predict_bytes(
+        self,
+        data: bytes | bytearray | memoryview,
+        *,
+        model: str | None = None,
+        charset: str | None = None,
+        length: int | str | None = None,
+    ) -> Prediction:
         """Read the captcha in encoded image bytes (PNG, JPEG, ...), sent as a multipart upload."""
-        return self._predict_upload("captcha", bytes(data), "application/octet-stream")
+        options = _options(model, charset, length)
+        return self._predict_upload("captcha", bytes(data), "application/octet-stream", options)
 
-    def predict_base64(self, text: str) -> Prediction:
+    def predict_base64(
+        self,
+        text: str,
+        *,
+        model: str | None = None,
+        charset: str | None = None,
+        length: int | str | None = None,
+    ) -> Prediction:
         """Read a captcha given as a base64 string or a data URL (`data:image/png;base64,...`)."""
-        return self._prediction(self._call("POST", "/predict", json={"image": text}))
+        body = {"image": text, **_options(model, charset, length)}
+        return self._prediction(self._call("POST", "/predict", json=body))
 
-    def predict_batch(self, images: list[ImageInput]) -> list[dict[str, Any]]:
+    def predict_batch(
+        self,
+        images: list[ImageInput],
+        *,
+        model: str | None = None,
+        charset: str | None = None,
+        length: int | str | None = None,
+    ) -> list[dict[str, Any]]:
         """Read several captchas in one call: bytes, paths (Path objects) and base64 strings or data URLs.
 
         Returns the service's per-image results in order, e.g. `{"index": 0, "success": true, "prediction": "...",
         "confidence": 0.98}` or `{"index": 1, "success": false, "error": {"code": ..., "message": ...}}`: one bad
-        image fails only its own entry. A `str` is always taken as base64; pass file names as `Path`.
+        image fails only its own entry. A `str` is always taken as base64; pass file names as `Path`. The options
+        apply to every image.
         """
-        body = self._call("POST", "/predict-batch", json={"images": [_as_base64(image) for image in images]})
-        return body["results"]
+        payload = {"images": [_as_base64(image) for image in images], **_options(model, charset, length)}
+        return self._call("POST", "/predict-batch", json=payload)["results"]
 
     def health(self) -> dict[str, Any]:
         """`{"status": "ok", "model_loaded": true, "version": ...}`; a 503 "unavailable" answer is returned, not
@@ -180,6 +221,11 @@ class CaptchaClient:
     def info(self) -> dict[str, Any]:
         """The service's description: version, model (alphabet, input size, measured accuracy), endpoints, limits."""
         return self._call("GET", "/info")
+
+    def models(self) -> list[dict[str, Any]]:
+        """The served models from `/info`: `name`, `alphabet`, `min_sequence_length`, `max_sequence_length`,
+        `accuracy`, `runtime`, `path`, `image_size` and `default` (true for the one used when `model` is not given)."""
+        return self.info()["models"]
 
     def close(self) -> None:
         """Close the session this client made (a session passed in stays its owner's to close)."""
@@ -197,8 +243,9 @@ class CaptchaClient:
     def __repr__(self) -> str:
         return f"CaptchaClient({self.base_url!r}, api_key={'***' if self.api_key else None}, timeout={self.timeout})"
 
-    def _predict_upload(self, name: str, data: bytes, mime: str) -> Prediction:
-        return self._prediction(self._call("POST", "/predict", files={"image": (name, data, mime)}))
+    def _predict_upload(self, name: str, data: bytes, mime: str, options: dict[str, str | int]) -> Prediction:
+        fields = {key: str(value) for key, value in options.items()}
+        return self._prediction(self._call("POST", "/predict", files={"image": (name, data, mime)}, data=fields))
 
     @staticmethod
     def _prediction(body: dict[str, Any]) -> Prediction:
@@ -241,6 +288,12 @@ class CaptchaClient:
             attempt += 1
 
 
+def _options(model: str | None, charset: str | None, length: int | str | None) -> dict[str, str | int]:
+    """The options that were given, as the service's field names."""
+    given = {"model": model, "charset": charset, "length": length}
+    return {key: value for key, value in given.items() if value is not None}
+
+
 def _as_base64(image: ImageInput) -> str:
     if isinstance(image, str):
         return image
@@ -267,4 +320,5 @@ def _error_from(response: requests.Response) -> CaptchaError:
         message = f"HTTP {status} {response.reason}: {response.text[:200]}".rstrip(": ")
     # Retry-After only means "come back then" on the statuses worth retrying
     retry_after = parse_retry_after(response.headers.get("Retry-After")) if status in RETRY_STATUSES else None
-    return ERRORS_BY_STATUS.get(status, CaptchaError)(message, status, code, retry_after)
+    kind = ERRORS_BY_CODE.get(code) or ERRORS_BY_STATUS.get(status, CaptchaError)
+    return kind(message, status, code, retry_after)
