@@ -2,8 +2,10 @@
 each worker (no preload): a worker that is recycled or killed comes back with its own copy."""
 
 import psutil
+from gunicorn.glogging import Logger
 
 from captcha_api.config import load_settings
+from captcha_api.logs import make_formatter
 
 # Validate CAPTCHA_* once in the master, so a bad setting stops start-up with its message.
 _settings = load_settings()
@@ -24,6 +26,21 @@ preload_app = False
 accesslog = None
 errorlog = "-"
 loglevel = _settings.log_level.lower()
+
+
+class CaptchaLogger(Logger):
+    """gunicorn's own lines (booting, exiting, timed-out workers) as JSON too with CAPTCHA_LOG_FORMAT=json, so every
+    line the service writes is one JSON object. Only the formatter changes: a logconfig_dict would also switch on
+    gunicorn's access log, built for every request and then thrown away."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        if _settings.log_format == "json":
+            for handler in self.error_log.handlers:
+                handler.setFormatter(make_formatter("json"))
+
+
+logger_class = CaptchaLogger
 
 _max_rss_bytes = _settings.max_worker_rss_mb * 1024 * 1024
 
