@@ -1,15 +1,29 @@
 """gunicorn settings, all from CAPTCHA_* variables (validated with the app's own settings). The model loads in
 each worker (no preload): a worker that is recycled or killed comes back with its own copy."""
 
+import glob
+import os
+import shutil
+import tempfile
+
 import psutil
+from gunicorn.glogging import Logger
 
 from captcha_api.config import load_settings
+from captcha_api.logs import make_formatter
 
 # Validate CAPTCHA_* once in the master, so a bad setting stops start-up with its message.
 _settings = load_settings()
 
-_host = f"[{_settings.host}]" if ":" in _settings.host else _settings.host
-bind = f"{_host}:{_settings.port}"
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+bind = [_address(_settings.host, _settings.port)]
+if _settings.metrics_port:
+    # A second listener served by the same workers; the app answers /metrics there and nothing else.
+    bind.append(_address(_settings.metrics_bind_host, _settings.metrics_port))
 workers = _settings.workers
 threads = _settings.worker_threads
 timeout = _settings.timeout
@@ -24,6 +38,21 @@ preload_app = False
 accesslog = None
 errorlog = "-"
 loglevel = _settings.log_level.lower()
+
+
+class CaptchaLogger(Logger):
+    """gunicorn's own lines (booting, exiting, timed-out workers) as JSON too with CAPTCHA_LOG_FORMAT=json, so every
+    line the service writes is one JSON object. Only the formatter changes: a logconfig_dict would also switch on
+    gunicorn's access log, built for every request and then thrown away."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        if _settings.log_format == "json":
+            for handler in self.error_log.handlers:
+                handler.setFormatter(make_formatter("json"))
+
+
+logger_class = CaptchaLogger
 
 _max_rss_bytes = _settings.max_worker_rss_mb * 1024 * 1024
 
@@ -47,3 +76,45 @@ def post_request(worker, req, environ, resp):
             _settings.max_worker_rss_mb,
         )
         worker.alive = False
+
+
+# Metrics under several workers: prometheus_client's multiprocess mode. Each worker writes its values to files in
+# PROMETHEUS_MULTIPROC_DIR and /metrics adds them all up, so a scrape counts every worker whichever one answers.
+# The variable must be set before a worker imports prometheus_client, hence here in the master, before the fork.
+_MULTIPROC = "PROMETHEUS_MULTIPROC_DIR"
+_OWN_DIR = "_CAPTCHA_METRICS_TMPDIR"  # internal: set when the folder is ours to delete at exit
+
+
+def on_starting(server):
+    if _settings.metrics == "off":
+        return
+    if server.master_pid:
+        # A new master started by a USR2 upgrade: the old master's workers still write to the same folder.
+        return
+    path = os.environ.get(_MULTIPROC)
+    if path:
+        # Files left by an earlier run would be added to this run's counts: the folder must start empty.
+        os.makedirs(path, exist_ok=True)
+        for stale in glob.glob(os.path.join(path, "*.db")):
+            os.remove(stale)
+    else:
+        path = tempfile.mkdtemp(prefix="captcha-metrics-")
+        os.environ[_MULTIPROC] = os.environ[_OWN_DIR] = path
+    server.log.info("metrics: the workers' values are kept in %s", path)
+
+
+def child_exit(server, worker):
+    """A dead worker's counters and histograms stay (they are part of the totals); its "live" gauges (workers,
+    model info) go."""
+    if os.environ.get(_MULTIPROC):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    own = os.environ.get(_OWN_DIR)
+    # Not when a USR2 upgrade left a new master running on the same folder (reexec_pid) or we are that new master
+    # before it took over (master_pid).
+    if own and own == os.environ.get(_MULTIPROC) and not server.reexec_pid and not server.master_pid:
+        shutil.rmtree(own, ignore_errors=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, request
+from collections import Counter
+
+from flask import Blueprint, current_app, g, jsonify, request
 
 from . import __version__
 from .errors import ApiError, error_body
@@ -123,10 +125,13 @@ def predict_batch():
     settings = _settings()
     items = batch_images(request, settings.max_image_bytes, settings.max_batch)
     results = []
+    failed = Counter()
     for index, outcome in enumerate(recognizer.read_each(items, constraints)):
         if isinstance(outcome, CaptchaError):
             error = error_body(outcome.code, outcome.message)["error"]
             results.append({"index": index, "success": False, "error": error})
+            failed[outcome.code] += 1
         else:
             results.append({"index": index, "success": True, **_reading(outcome)})
+    g.batch_size, g.image_errors = len(items), failed  # for the metrics, when they are on
     return jsonify({"success": True, "total": len(results), "results": results})

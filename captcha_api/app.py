@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import api, errors, logs, security
+from . import api, errors, logs, metrics, security
 from .config import load_settings
 from .extensions import cors, limiter
 from .models import load_models
@@ -39,6 +39,7 @@ def create_app(test_config: Mapping | None = None) -> Flask:
     app.json.ensure_ascii = False  # readings are Cyrillic: send them as text, not \u escapes
     app.json.sort_keys = False  # keep the documented field order
     logs.init_app(app)  # first, so the request id exists before any other hook can fail
+    metrics.init_app(app)  # before security: /predict on the metrics listener is a 404, not a 401
     security.init_app(app)
     errors.init_app(app)
     # Registered before the limiter's own hook, so it runs after it (Flask runs these in reverse order).
@@ -52,7 +53,9 @@ def create_app(test_config: Mapping | None = None) -> Flask:
         expose_headers=["Retry-After", "X-Request-ID"],
     )
     app.register_blueprint(api.bp)
-    app.extensions["models"] = load_models(settings)
+    app.extensions["models"] = models = load_models(settings)
+    if "metrics" in app.extensions:
+        app.extensions["metrics"].watch_models(models)
     return app
 
 

@@ -12,6 +12,8 @@ from .ocr.metadata import DEFAULT_MODEL
 from .ocr.runtime import RUNTIMES
 
 PREFIX = "CAPTCHA_"
+LOG_FORMATS = ("json", "text")
+METRICS_MODES = ("off", "protected", "open")
 
 
 class ConfigError(ValueError):
@@ -60,7 +62,12 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 5000
     log_level: str = "INFO"
+    log_format: str = "json"  # "json": one JSON object a line; "text": the classic one-line format
     trusted_proxies: int = 0
+    # Prometheus metrics: "off", "protected" (the API key, like /info) or "open" (no key: a private network)
+    metrics: str = "protected"
+    metrics_port: int = 0  # 0: /metrics on the API's port; else only there, on its own gunicorn listener
+    metrics_host: str = ""  # "": the same address as CAPTCHA_HOST
     # gunicorn (read by gunicorn.conf.py)
     workers: int = 2
     worker_threads: int = 1
@@ -81,6 +88,10 @@ class Settings:
     @property
     def open_access(self) -> bool:
         return not self.api_keys
+
+    @property
+    def metrics_bind_host(self) -> str:
+        return self.metrics_host or self.host
 
     def validate(self) -> Settings:
         if self.model_dir and self.model_dir.lower() != "none" and not Path(self.model_dir).is_dir():
@@ -111,6 +122,21 @@ class Settings:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be zero or a positive number")
         if not 0 < self.port < 65536:
             raise ConfigError(f"{PREFIX}PORT must be between 1 and 65535, not {self.port}")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"{PREFIX}LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, not {self.log_format!r}")
+        if self.metrics not in METRICS_MODES:
+            raise ConfigError(f"{PREFIX}METRICS must be one of {', '.join(METRICS_MODES)}, not {self.metrics!r}")
+        if not 0 <= self.metrics_port < 65536:
+            raise ConfigError(f"{PREFIX}METRICS_PORT must be between 1 and 65535 (0: the API's port)")
+        if self.metrics_port and self.metrics == "off":
+            raise ConfigError(f"{PREFIX}METRICS_PORT is set but {PREFIX}METRICS=off: drop one of them")
+        if self.metrics_host and not self.metrics_port:
+            raise ConfigError(f"{PREFIX}METRICS_HOST needs {PREFIX}METRICS_PORT (a listener of its own)")
+        # The app tells its two listeners apart by port, so the ports differ even on different addresses.
+        if self.metrics_port == self.port:
+            raise ConfigError(
+                f"{PREFIX}METRICS_PORT must differ from {PREFIX}PORT (0 serves /metrics on the API's port)"
+            )
         if self.max_body_bytes < self.max_image_bytes:
             raise ConfigError(f"{PREFIX}MAX_BODY_BYTES must be at least {PREFIX}MAX_IMAGE_BYTES")
         if self.ratelimit_storage_uri.split("://")[0] not in (
@@ -149,7 +175,11 @@ PARSERS = {
     "host": str.strip,
     "port": int,
     "log_level": lambda s: s.strip().upper(),
+    "log_format": lambda s: s.strip().lower(),
     "trusted_proxies": int,
+    "metrics": lambda s: s.strip().lower(),
+    "metrics_port": int,
+    "metrics_host": str.strip,
     "workers": int,
     "worker_threads": int,
     "timeout": int,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify
+from flask import Flask, g, jsonify
 from werkzeug.exceptions import HTTPException
 
 from .ocr.errors import CaptchaError
@@ -40,6 +40,7 @@ def error_body(code: str, message: str) -> dict:
 
 
 def error_response(status: int, code: str, message: str, headers=None):
+    g.error_code = code  # for the metrics' error counter
     response = jsonify(error_body(code, message))
     response.status_code = status
     if headers:

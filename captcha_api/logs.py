@@ -1,5 +1,6 @@
-"""Logging to stdout and one access line per request: method, path, status, latency, request id.
-Never the body, never a key."""
+"""Logging to stdout, one JSON object a line by default (CAPTCHA_LOG_FORMAT=text: the classic one-line format), and
+one access line per request: method, path, status, latency, client address, request id. Never a body, a query
+string or a header value other than the request id: no image bytes, no base64, no key reaches a log."""
 
 from __future__ import annotations
 
@@ -8,21 +9,62 @@ import re
 import sys
 import time
 import uuid
+from datetime import UTC, datetime
 
-from flask import Flask, g, request
+from flask import Flask, g, has_request_context, request
+from pythonjsonlogger.json import JsonFormatter
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s"
 access = logging.getLogger("captcha_api.access")
 
 
-def configure(level: str) -> None:
+class JsonLineFormatter(JsonFormatter):
+    """ts, level, logger, pid and message first, then the record's extra fields (request_id, method, status...)
+    and exc_info as a string, so a traceback stays inside its one line."""
+
+    def __init__(self):
+        super().__init__(
+            ["asctime", "levelname", "name", "process", "message"],
+            rename_fields={"asctime": "ts", "levelname": "level", "name": "logger", "process": "pid"},
+        )
+
+    def formatTime(self, record, datefmt=None):
+        # ISO 8601 in UTC with milliseconds: sortable, and the same whatever the host's time zone.
+        return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+
+
+def make_formatter(log_format: str) -> logging.Formatter:
+    return JsonLineFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
+
+
+class RequestIdFilter(logging.Filter):
+    """Every line logged while a request is handled (a warning, a traceback) carries that request's id."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id") and has_request_context():
+            request_id = g.get("request_id")
+            if request_id:
+                record.request_id = request_id
+        return True
+
+
+def ensure_handler() -> logging.Handler:
+    """One stdout handler on the root logger, however many apps the process builds (the tests build many)."""
     root = logging.getLogger()
-    if not any(getattr(h, "_captcha", False) for h in root.handlers):
+    handler = next((h for h in root.handlers if getattr(h, "_captcha", False)), None)
+    if handler is None:
         handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s"))
+        handler.addFilter(RequestIdFilter())
         handler._captcha = True
         root.addHandler(handler)
-    root.setLevel(level)
+    return handler
+
+
+def configure(level: str, log_format: str = "json") -> None:
+    """The last app built sets the level and the format."""
+    ensure_handler().setFormatter(make_formatter(log_format))
+    logging.getLogger().setLevel(level)
 
 
 def _start():
@@ -36,11 +78,29 @@ def _finish(response):
     latency = (time.perf_counter() - started) * 1000 if started else 0.0
     request_id = g.get("request_id", "-")
     response.headers["X-Request-ID"] = request_id
-    access.info("%s %s %d %.1fms id=%s", request.method, request.path, response.status_code, latency, request_id)
+    # The message keeps the text format's line; the fields are what a JSON reader filters on. The path, never the
+    # query string or the body.
+    access.info(
+        "%s %s %d %.1fms id=%s",
+        request.method,
+        request.path,
+        response.status_code,
+        latency,
+        request_id,
+        extra={
+            "request_id": request_id,
+            "method": request.method,
+            "path": request.path,
+            "status": response.status_code,
+            "latency_ms": round(latency, 2),
+            "remote_addr": request.remote_addr,
+        },
+    )
     return response
 
 
 def init_app(app: Flask) -> None:
-    configure(app.config["SETTINGS"].log_level)
+    settings = app.config["SETTINGS"]
+    configure(settings.log_level, settings.log_format)
     app.before_request(_start)
     app.after_request(_finish)

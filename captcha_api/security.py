@@ -26,7 +26,7 @@ def require_api_key():
     settings = current_app.config["SETTINGS"]
     if settings.open_access or request.method == "OPTIONS":
         return None
-    if request.endpoint in PUBLIC_ENDPOINTS or request.endpoint is None:
+    if request.endpoint in current_app.extensions["public_endpoints"] or request.endpoint is None:
         return None
     given = request.headers.get(HEADER)
     if not given:
@@ -38,6 +38,9 @@ def require_api_key():
 
 def init_app(app: Flask) -> None:
     settings = app.config["SETTINGS"]
+    # CAPTCHA_METRICS=open: a scraper on a private network reads /metrics without a key; "protected" keeps the key.
+    open_metrics = {"metrics"} if settings.metrics == "open" else set()
+    app.extensions["public_endpoints"] = frozenset(PUBLIC_ENDPOINTS | open_metrics)
     if settings.open_access:
         log.warning("no API key configured: the service is open to anyone who can reach %s", settings.host)
     app.before_request(require_api_key)

@@ -1,5 +1,8 @@
 import io
+import json
+import logging
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -120,3 +123,36 @@ def client(app):
 @pytest.fixture(scope="session")
 def png(captcha_image) -> bytes:
     return encode(captcha_image, "PNG")
+
+
+def json_lines(text: str) -> list[dict]:
+    """Every line of a log as the JSON object it must be (a line that is not JSON fails the test)."""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def wait_for_workers(read_log, count: int, seconds: float = 60) -> set[int]:
+    """The pids of the workers that loaded a model, once there are `count` of them: a gunicorn answers /health
+    from its first worker while the others may still be loading."""
+    deadline = time.monotonic() + seconds
+    while True:
+        records = json_lines(read_log())
+        pids = {
+            r["pid"] for r in records if r["logger"] == "captcha_api.ocr.runtime" and "loaded model" in r["message"]
+        }
+        if len(pids) >= count or time.monotonic() > deadline:
+            return pids
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def log_output():
+    """What the service's own stdout handler writes (its formatter, its request-id filter), as an operator reads
+    it. The handler is made once per process and kept by every app built after (each sets its format on it)."""
+    from captcha_api import logs
+
+    logs.ensure_handler()
+    handler = next(h for h in logging.getLogger().handlers if getattr(h, "_captcha", False))
+    buffer = io.StringIO()
+    stream = handler.setStream(buffer)
+    yield buffer
+    handler.setStream(stream)

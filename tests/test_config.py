@@ -15,6 +15,8 @@ def test_defaults():
     assert settings.model == DEFAULT_MODEL
     assert settings.max_image_bytes == 500 * 1024
     assert settings.ratelimit_storage_uri == "memory://"
+    assert (settings.log_format, settings.metrics, settings.metrics_port) == ("json", "protected", 0)
+    assert settings.metrics_bind_host == "127.0.0.1"
 
 
 def test_environment_is_typed():
@@ -40,6 +42,20 @@ def test_environment_is_typed():
     assert (settings.max_image_bytes, settings.max_batch, settings.port) == (2048, 8, 8080)
 
 
+def test_observability_settings_are_typed():
+    settings = load_settings(
+        {
+            "CAPTCHA_LOG_FORMAT": " Text ",
+            "CAPTCHA_METRICS": "OPEN",
+            "CAPTCHA_METRICS_PORT": "9100",
+            "CAPTCHA_METRICS_HOST": " 10.0.0.5 ",
+        }
+    )
+    assert (settings.log_format, settings.metrics) == ("text", "open")
+    assert (settings.metrics_bind_host, settings.metrics_port) == ("10.0.0.5", 9100)
+    assert load_settings({"CAPTCHA_METRICS_PORT": "9100"}).metrics_bind_host == "127.0.0.1"  # CAPTCHA_HOST's
+
+
 @pytest.mark.parametrize("value", ["0", "", "off"])
 def test_rate_limit_can_be_turned_off(value):
     assert load_settings({"CAPTCHA_RATE_LIMIT": value}).rate_limit == ""
@@ -63,6 +79,14 @@ def test_rate_limit_can_be_turned_off(value):
         ({"CAPTCHA_TRUSTED_PROXIES": "-2"}, "CAPTCHA_TRUSTED_PROXIES"),
         ({"CAPTCHA_HOST": "0.0.0.0"}, "CAPTCHA_ALLOW_OPEN"),
         ({"CAPTCHA_HOST": "10.1.2.3"}, "CAPTCHA_API_KEYS"),
+        ({"CAPTCHA_LOG_FORMAT": "xml"}, "CAPTCHA_LOG_FORMAT"),
+        ({"CAPTCHA_METRICS": "public"}, "CAPTCHA_METRICS"),
+        ({"CAPTCHA_METRICS_PORT": "70000"}, "CAPTCHA_METRICS_PORT"),
+        ({"CAPTCHA_METRICS_PORT": "metrics"}, "CAPTCHA_METRICS_PORT"),
+        ({"CAPTCHA_METRICS_PORT": "9100", "CAPTCHA_METRICS": "off"}, "CAPTCHA_METRICS=off"),
+        ({"CAPTCHA_METRICS_HOST": "10.0.0.5"}, "CAPTCHA_METRICS_HOST needs CAPTCHA_METRICS_PORT"),
+        ({"CAPTCHA_METRICS_PORT": "5000"}, "must differ from CAPTCHA_PORT"),
+        ({"CAPTCHA_METRICS_PORT": "8080", "CAPTCHA_PORT": "8080", "CAPTCHA_METRICS_HOST": "10.0.0.5"}, "differ"),
     ],
 )
 def test_bad_settings_are_refused_with_their_name(environ, mentions):

@@ -15,7 +15,7 @@ import pytest
 from captcha_api.process import GunicornProcess, free_port
 from captcha_api.training.data import read_labels
 
-from .conftest import ROOT
+from .conftest import ROOT, json_lines, wait_for_workers
 
 
 def http(method, url, body=None, headers=None, timeout=30):
@@ -62,14 +62,30 @@ def test_real_captchas_over_http(server, fssp_real):
     assert sum(r["prediction"] == t for r, t in zip(body["results"], folder.texts)) >= 60
 
 
-def test_each_worker_loads_the_model_and_logs_requests(server, server_log):
-    http("GET", server + "/health", headers={"X-Request-ID": "trace-me-42"})
-    time.sleep(0.2)
-    log = server_log.read_text()
-    loaded = re.findall(r"INFO (\d+) captcha_api.ocr.runtime: loaded model", log)
-    assert len(set(loaded)) == 2, log  # CAPTCHA_WORKERS=2, one model per worker process
-    line = next(line for line in log.splitlines() if "id=trace-me-42" in line)
-    assert re.search(r"GET /health 200 \d+\.\dms id=trace-me-42", line)
+def loaded_model_pids(log: str) -> set[int]:
+    records = json_lines(log)
+    return {r["pid"] for r in records if r["logger"] == "captcha_api.ocr.runtime" and "loaded model" in r["message"]}
+
+
+def test_each_worker_loads_the_model_and_logs_requests_in_json(server, server_log):
+    http("GET", server + "/health?probe=1", headers={"X-Request-ID": "trace-me-42"})
+    workers = wait_for_workers(server_log.read_text, 2)
+    records = json_lines(server_log.read_text())  # every line, gunicorn's own included, is one JSON object
+    assert len(workers) == 2, records  # CAPTCHA_WORKERS=2, one model per worker process
+    line = next(r for r in records if r.get("request_id") == "trace-me-42")
+    assert line["logger"] == "captcha_api.access" and line["level"] == "INFO"
+    assert (line["method"], line["path"], line["status"], line["remote_addr"]) == ("GET", "/health", 200, "127.0.0.1")
+    assert line["pid"] in workers and 0 <= line["latency_ms"] < 60_000
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", line["ts"])
+    assert any(r["logger"] == "gunicorn.error" and "Booting worker" in r["message"] for r in records)
+
+
+def test_the_request_id_is_returned_over_http(server):
+    request = urllib.request.Request(server + "/health", headers={"X-Request-ID": "from-the-client.1"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.headers["X-Request-ID"] == "from-the-client.1"
+    with urllib.request.urlopen(server + "/health", timeout=30) as response:
+        assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-ID"])
 
 
 def test_bad_input_over_http_leaves_workers_alive(server):
@@ -149,8 +165,13 @@ def _multipart_predict(url: str, image: bytes) -> int:
 
 
 def test_a_worker_over_the_memory_cap_is_recycled_without_dropping_requests(tmp_path, generated_png):
-    # A cap of 1 MB: every worker is over it after its first request.
-    env = {"CAPTCHA_API_KEYS": "", "CAPTCHA_WORKERS": "1", "CAPTCHA_MAX_WORKER_RSS_MB": "1"}
+    # A cap of 1 MB: every worker is over it after its first request. In the text log format, checked here too.
+    env = {
+        "CAPTCHA_API_KEYS": "",
+        "CAPTCHA_WORKERS": "1",
+        "CAPTCHA_MAX_WORKER_RSS_MB": "1",
+        "CAPTCHA_LOG_FORMAT": "text",
+    }
     with GunicornProcess(env, tmp_path / "server.log") as service:
         first = service.worker_pids()
         statuses = [_multipart_predict(service.url, generated_png) for _ in range(3)]
@@ -161,6 +182,7 @@ def test_a_worker_over_the_memory_cap_is_recycled_without_dropping_requests(tmp_
         assert service.worker_pids() != first
         log = service.log()
     assert len(re.findall(r"over CAPTCHA_MAX_WORKER_RSS_MB=1: recycling it", log)) >= 2, log
+    assert len(re.findall(r"INFO \d+ captcha_api.access: POST /predict 200 \d+\.\dms id=[0-9a-f]{32}\n", log)) == 3, log
 
 
 def test_workers_are_recycled_after_max_requests(tmp_path, generated_png):
@@ -174,7 +196,7 @@ def test_workers_are_recycled_after_max_requests(tmp_path, generated_png):
         statuses = [_multipart_predict(service.url, generated_png) for _ in range(10)]
         log = service.log()
     assert statuses == [200] * 10
-    assert len(set(re.findall(r"INFO (\d+) captcha_api.ocr.runtime: loaded model", log))) >= 3, log
+    assert len(loaded_model_pids(log)) >= 3, log
 
 
 def test_the_default_cap_leaves_a_serving_worker_alone(tmp_path, generated_png):

@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -100,7 +101,13 @@ def choose_runtime(model: Path | str, runtime: str = "auto", threads: int = 1):
 
 
 class Recognizer:
-    """A loaded model with its metadata: bytes or arrays in, readings out."""
+    """A loaded model with its metadata: bytes or arrays in, readings out.
+
+    `on_model_call(seconds, images)`, when set, is called after each read with the time spent in the model itself
+    (not preprocessing or decoding): how the service times inference without this package knowing about metrics.
+    """
+
+    on_model_call: Callable[[float, int], None] | None = None
 
     def __init__(
         self, model: Path | str, runtime: str = "auto", threads: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS
@@ -125,7 +132,10 @@ class Recognizer:
         if len(batch) == 0:
             return []
         batch = np.ascontiguousarray(batch, dtype=np.float32)
+        started = time.perf_counter()
         probs = np.concatenate([self.runtime(batch[i : i + MODEL_BATCH]) for i in range(0, len(batch), MODEL_BATCH)])
+        if self.on_model_call is not None:
+            self.on_model_call(time.perf_counter() - started, len(batch))
         if constraints is None or constraints == NO_CONSTRAINTS:
             return greedy_decode_batch(probs, self.alphabet)
         try:
