@@ -86,3 +86,25 @@ def test_constraints_on_real_captchas(onnx_model, fssp_real):
     assert lengths_kept == len(free)
     forced = onnx_model.read_arrays(x[:16], Constraints.parse(None, 6))
     assert all(len(r.text) == 6 for r in forced)
+
+
+def test_the_shipped_captcha_v2_model():
+    """The user-trained example: self-describing, measured on its held-out part, and reading it again here."""
+    from .conftest import DATASETS
+
+    base = DEFAULT_MODEL.parent / "captcha-v2"
+    meta = ModelMetadata.load(base.with_suffix(".json"))
+    assert meta.alphabet == "2345678bcdefgmnpwxy" and (meta.min_length, meta.max_length) == (5, 5)
+    validation = meta.accuracy["validation"]
+    assert validation["holdout_only"] and validation["n"] == len(meta.training["holdout_files"]) == 160
+    assert validation["exact_match"] >= 0.98
+    assert validation["ddddocr"]["n"] == 160  # the peer, on the same images in the same run
+    folder = DATASETS / "captcha-v2"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} is absent: the real data sets live in ../shared/datasets beside the checkout")
+    held_out = set(meta.training["holdout_files"])
+    labelled = read_labels(folder)
+    pairs = [(f, t) for f, t in zip(labelled.files, labelled.texts) if f.name in held_out]
+    readings = Recognizer(base, "onnx").read_arrays(load_images([f for f, _ in pairs]).astype(np.float32) / 255)
+    correct = sum(r.text == t for r, (_, t) in zip(readings, pairs))
+    assert len(pairs) == 160 and correct >= 0.98 * 160
