@@ -94,12 +94,16 @@ def test_predict_script_reports_bad_files(tiny_artifact, tmp_path):
 
 
 def test_pseudolabel_keeps_confident_readings_and_references_images(tiny_artifact, labelled, tmp_path):
+    from captcha_api.ocr.metadata import DEFAULT_MODEL
     from captcha_api.training.data import read_labels
 
     out = tmp_path / "pseudo"
-    args = ["pseudolabel", "--data", str(labelled), "--out", str(out), "--model", str(tiny_artifact)]
-    assert main([*args, "--min-confidence", "0", "--min-length", "0"]) == 0  # an untrained model reads little
+    args = ["pseudolabel", "--data", str(labelled), "--out", str(out), "--model", str(DEFAULT_MODEL)]
+    assert main([*args, "--min-confidence", "0", "--min-length", "0"]) == 0
     everything = read_labels(out)
+    truth = dict(zip((p.name for p in read_labels(labelled).files), read_labels(labelled).texts))
+    assert everything.texts and all(everything.texts)  # empty readings are never kept
+    assert sum(truth[p.name] == t for p, t in zip(everything.files, everything.texts)) >= 0.9 * len(truth)
     assert all(path.is_absolute() and path.parent == labelled.resolve() for path in everything.files)
     assert main([*args, "--min-confidence", "1.01"]) == 0
     assert (out / "labels.csv").read_text(encoding="utf-8").strip() == "filename,text"

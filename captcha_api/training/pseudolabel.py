@@ -27,7 +27,8 @@ def pseudolabel(model: Path | str, source: Path, out: Path, min_confidence: floa
         except CaptchaError as exc:
             log.warning("skipping %s: %s", path.name, exc.message)
             continue
-        if reading.confidence >= min_confidence and len(reading.text) in lengths:
+        # an empty reading is no label, whatever the lengths asked for
+        if reading.text and reading.confidence >= min_confidence and len(reading.text) in lengths:
             rows.append((str(path.resolve()), reading.text))
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "labels.csv", "w", newline="", encoding="utf-8") as handle:
