@@ -106,6 +106,7 @@ def tiny_png(size):
     [
         ({"data": {"other": (io.BytesIO(b"x"), "x.png")}}, 400, "missing_image"),
         ({"data": "{not json", "content_type": "application/json"}, 400, "invalid_json"),
+        ({"data": "[" * 100000, "content_type": "application/json"}, 400, "invalid_json"),  # was a 500
         ({"json": ["a", "list"]}, 400, "invalid_json"),
         ({"json": {"picture": "abc"}}, 400, "missing_image"),
         ({"json": {"image": 12345}}, 400, "invalid_image"),
@@ -123,6 +124,7 @@ def tiny_png(size):
     ids=[
         "no-image-field",
         "bad-json",
+        "json-nested-too-deep",
         "json-not-object",
         "no-image-key",
         "image-not-string",
