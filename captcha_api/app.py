@@ -9,7 +9,7 @@ from flask import Flask
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import api, errors, logs, security
+from . import api, errors, logs, openapi, security
 from .config import load_settings
 from .extensions import cors, limiter
 from .models import load_models
@@ -52,6 +52,7 @@ def create_app(test_config: Mapping | None = None) -> Flask:
         expose_headers=["Retry-After", "X-Request-ID"],
     )
     app.register_blueprint(api.bp)
+    app.register_blueprint(openapi.docs)
     app.extensions["models"] = load_models(settings)
     return app
 
