@@ -176,6 +176,8 @@ def rejection(request: Request, errors: list[dict]) -> ApiError:
         message = (f"'{field}': " if field else "") + error["msg"].removeprefix("Value error, ")
     if field in OPTION_NAMES:
         return ApiError(400, "invalid_parameter", message)
+    if field in IMAGE_FIELDS and error["type"] == "string_too_short":
+        return ApiError(400, "missing_image", "the image string is empty")
     if field in IMAGE_FIELDS and error["type"] != "missing":
         return ApiError(400, "invalid_image", f"'{field}' must be a base64 string or data URL")
     if field in IMAGE_FIELDS or field == "images" or field is None:

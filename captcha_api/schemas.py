@@ -22,12 +22,20 @@ def _no_default(schema: dict) -> None:
     schema.pop("default", None)
 
 
-def _optional(description: str) -> Any:
+def _optional(description: str, **extra) -> Any:
     """A field a request may leave out (None in the model then), which must have its type when present."""
-    return Field(default=None, description=description, json_schema_extra=_no_default)
+    return Field(default=None, description=description, json_schema_extra=_no_default, **extra)
 
 
 OptionText = Annotated[str, Field(min_length=1, max_length=MAX_OPTION_CHARS)]
+ImageText = Annotated[str, Field(min_length=1)]
+# A 40x12 PNG with "25" on it (Pillow's default font), 191 bytes: the documents' example, so that "Try it out" in
+# /docs and schemathesis' example phase send an image the service reads.
+IMAGE_EXAMPLE = (
+    "iVBORw0KGgoAAAANSUhEUgAAACgAAAAMCAAAAAA1qKCRAAAAhklEQVR42mP8z0AcYGIgQeE8W4NdDLuVHBxq8Kn8//+V3d/rGv8XTf+P"
+    "FzAxMLzNYZJ9y/BckqDVGqEMa3wZnm+18buL3+r//+9ov/pfOOX/Wkc8VjP8////s/GJ///v//n/RwS/wn9By/7//x++4f9RAibO47a3"
+    "9/5/y9re/Q4ehYxUjxkAxU3D6x9GZsYAAAAASUVORK5CYII="
+)
 MODEL_DOC = "A model name from GET /info 'models'; the default model when left out."
 CHARSET_DOC = "The characters the reading may contain: a subset of the model's alphabet, each once."
 LENGTH_DOC = "The reading's length: a number (5) or a range of numbers ('4-6' or '4..6', both ends included)."
@@ -48,7 +56,7 @@ class Options(BaseModel):
 class _BodyOptions(BaseModel):
     model: OptionText = _optional(MODEL_DOC)
     charset: OptionText = _optional(CHARSET_DOC)
-    length: StrictInt | OptionText = _optional(LENGTH_DOC)
+    length: StrictInt | OptionText = _optional(LENGTH_DOC, examples=[5, "4-6"])
 
 
 class _FormOptions(BaseModel):
@@ -62,12 +70,15 @@ class PredictJson(_BodyOptions):
 
     # One of the three is required (the model validator below); the schema says so with anyOf.
     model_config = ConfigDict(
-        json_schema_extra={"anyOf": [{"required": [name]} for name in IMAGE_FIELDS]},
+        json_schema_extra={
+            "anyOf": [{"required": [name]} for name in IMAGE_FIELDS],
+            "examples": [{"image": IMAGE_EXAMPLE}],
+        },
     )
 
-    image: str = _optional(IMAGE_DOC)
-    image_base64: str = _optional("Alias of 'image', for older clients.")
-    text: str = _optional("Alias of 'image', for older clients.")
+    image: ImageText = _optional(IMAGE_DOC)
+    image_base64: ImageText = _optional("Alias of 'image', for older clients.")
+    text: ImageText = _optional("Alias of 'image', for older clients.")
 
     @model_validator(mode="after")
     def _has_an_image(self) -> PredictJson:
@@ -84,6 +95,10 @@ class PredictForm(_FormOptions):
 
 class BatchJson(_BodyOptions):
     """Several images, each a base64 string or data URL."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"images": [IMAGE_EXAMPLE, "data:image/png;base64," + IMAGE_EXAMPLE]}]},
+    )
 
     images: list[Any] = Field(
         min_length=1,
