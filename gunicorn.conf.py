@@ -33,6 +33,10 @@ keepalive = _settings.keepalive
 max_requests = _settings.max_requests
 max_requests_jitter = _settings.max_requests_jitter
 wsgi_app = "wsgi:app"
+# The longest request line the API documents: three query options of up to 200 characters, each character up to
+# 12 bytes percent-encoded, is 7.2 KB. gunicorn's default of 4094 answered it with its own HTML 414 instead of the
+# app's JSON; 8190 is gunicorn's maximum (and fits nginx's default 8k buffers).
+limit_request_line = 8190
 preload_app = False
 # The app writes one access line per request itself (with latency and request id); gunicorn logs the rest.
 accesslog = None

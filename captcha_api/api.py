@@ -5,13 +5,16 @@ from __future__ import annotations
 from collections import Counter
 
 from flask import Blueprint, current_app, g, jsonify, request
+from spectree import Response
 
 from . import __version__
+from . import schemas as s
 from .errors import ApiError, error_body
 from .extensions import limiter
 from .inputs import batch_images, request_options, single_image
 from .ocr.decoding import Constraints
 from .ocr.errors import CaptchaError
+from .openapi import API_KEY, spec
 
 bp = Blueprint("api", __name__)
 
@@ -65,10 +68,30 @@ def _limit_off(key: str):
     return lambda: not getattr(_settings(), key)
 
 
+# The error answers of the views that read images, by status (schemas.py lists the codes of each).
+IMAGE_ERRORS = {
+    "HTTP_400": s.BadRequest,
+    "HTTP_401": s.Unauthorized,
+    "HTTP_404": s.NotFound,
+    "HTTP_413": s.TooLarge,
+    # gunicorn.conf.py lets every documented query through (limit_request_line); only a longer one gets here.
+    "HTTP_414": (None, "The request line is over 8190 bytes: answered by gunicorn, before the app, not in JSON"),
+    "HTTP_415": s.UnsupportedMedia,
+    "HTTP_422": s.Unreadable,
+    "HTTP_429": s.RateLimited,
+    "HTTP_503": s.Unavailable,
+}
+
+
 @bp.get("/health")
 @limiter.exempt
+# A view without a request model never fails validation; naming one of its own statuses as the validation error
+# status keeps spectree from documenting a 422 it cannot answer.
+@spec.validate(resp=Response(HTTP_200=s.Health, HTTP_503=s.Health), validation_error_status=503, operation_id="health")
 def health():
-    """Liveness and readiness: 200 once a model is loaded, 503 before."""
+    """Liveness and readiness: 200 once a model is loaded, 503 before.
+
+    No API key and no rate limit."""
     loaded = _models().default is not None
     body = {"status": "ok" if loaded else "unavailable", "model_loaded": loaded, "version": __version__}
     return jsonify(body), 200 if loaded else 503
@@ -76,6 +99,12 @@ def health():
 
 @bp.get("/info")
 @limiter.exempt
+@spec.validate(
+    resp=Response(HTTP_200=s.Info, HTTP_401=s.Unauthorized, HTTP_503=s.Unavailable),
+    validation_error_status=401,
+    security=API_KEY,
+    operation_id="info",
+)
 def info():
     """What is served: the model, its alphabet and measured accuracy, and the endpoints."""
     models = _models()
@@ -93,6 +122,8 @@ def info():
             "endpoints": {
                 "GET /health": "liveness and model readiness",
                 "GET /info": "this description",
+                "GET /openapi.json": "the OpenAPI 3 description of these endpoints",
+                "GET /docs": "interactive documentation (Swagger UI)",
                 "POST /predict": "one image: multipart field 'image', or JSON {'image': base64 or data URL}",
                 "POST /predict-batch": "several images: JSON {'images': [...]} or multipart fields 'images'",
                 "options": "model (a name from 'models'), charset (allowed characters), length (5 or 4-6): "
@@ -109,8 +140,20 @@ def info():
 
 @bp.post("/predict")
 @limiter.limit(_limit("rate_limit"), exempt_when=_limit_off("rate_limit"))
+@spec.validate(
+    query=s.Options,
+    json=s.PredictJson,
+    form=s.PredictForm,
+    resp=Response(HTTP_200=s.Reading, **IMAGE_ERRORS),
+    security=API_KEY,
+    operation_id="predict",
+)
 def predict():
-    """Read one captcha."""
+    """Read one captcha.
+
+    The image comes as a multipart file in field 'image', or as JSON {"image": "<base64 or data URL>"}
+    ('image_base64' and 'text' are accepted as aliases). The options model, charset and length may be given in
+    the query string, the JSON body or multipart fields; the query string wins."""
     recognizer, constraints = _recognizer_and_constraints()
     data = single_image(request, _settings().max_image_bytes)
     reading = recognizer.read(data, constraints)
@@ -119,8 +162,19 @@ def predict():
 
 @bp.post("/predict-batch")
 @limiter.limit(_limit("batch_rate_limit"), exempt_when=_limit_off("batch_rate_limit"))
+@spec.validate(
+    query=s.Options,
+    json=s.BatchJson,
+    form=s.BatchForm,
+    resp=Response(HTTP_200=s.BatchReading, **{k: v for k, v in IMAGE_ERRORS.items() if k != "HTTP_422"}),
+    security=API_KEY,
+    operation_id="predict_batch",
+)
 def predict_batch():
-    """Read several captchas in one model call; a bad image fails only its own entry."""
+    """Read several captchas in one model call; a bad image fails only its own entry.
+
+    JSON {"images": [...]} with base64 strings or data URLs, or multipart files, one field 'images' each. Options
+    as for /predict."""
     recognizer, constraints = _recognizer_and_constraints()
     settings = _settings()
     items = batch_images(request, settings.max_image_bytes, settings.max_batch)

@@ -6,9 +6,10 @@ import logging
 from collections.abc import Mapping
 
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import api, errors, logs, metrics, security
+from . import api, errors, logs, metrics, openapi, security
 from .config import load_settings
 from .extensions import cors, limiter
 from .models import load_models
@@ -36,8 +37,7 @@ def create_app(test_config: Mapping | None = None) -> Flask:
         RATELIMIT_SWALLOW_ERRORS=True,
         RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
     )
-    app.json.ensure_ascii = False  # readings are Cyrillic: send them as text, not \u escapes
-    app.json.sort_keys = False  # keep the documented field order
+    app.json = JsonProvider(app)
     logs.init_app(app)  # first, so the request id exists before any other hook can fail
     metrics.init_app(app)  # before security: /predict on the metrics listener is a 404, not a 401
     security.init_app(app)
@@ -53,10 +53,24 @@ def create_app(test_config: Mapping | None = None) -> Flask:
         expose_headers=["Retry-After", "X-Request-ID"],
     )
     app.register_blueprint(api.bp)
+    app.register_blueprint(openapi.docs)
     app.extensions["models"] = models = load_models(settings)
     if "metrics" in app.extensions:
         app.extensions["metrics"].watch_models(models)
     return app
+
+
+class JsonProvider(DefaultJSONProvider):
+    ensure_ascii = False  # readings are Cyrillic: send them as text, not \u escapes
+    sort_keys = False  # keep the documented field order
+
+    def loads(self, s, **kwargs):
+        # The json module raises RecursionError, not ValueError, for a body nested past the interpreter's stack
+        # ('[' * 100000); request.get_json takes only ValueError for bad JSON, so such a body was a 500.
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("the JSON is nested too deeply") from None
 
 
 def storage_options(uri: str) -> dict:

@@ -12,7 +12,8 @@ from .errors import ApiError
 log = logging.getLogger(__name__)
 
 HEADER = "X-API-Key"
-PUBLIC_ENDPOINTS = {"api.health", "static"}
+# /health for probes; the API description and its docs page, which hold nothing secret.
+PUBLIC_ENDPOINTS = {"api.health", "docs.openapi_json", "docs.swagger_ui", "static"}
 
 
 def key_is_valid(given: str, keys: tuple[str, ...]) -> bool:

@@ -67,6 +67,11 @@ def test_predict_accepts_jpeg_and_base64_with_newlines(client, captcha_image):
     data = encode(captcha_image, "JPEG")
     wrapped = "\n".join(b64(data)[i : i + 76] for i in range(0, len(b64(data)), 76))
     check_reading(client.post("/predict", json={"image": wrapped}))
+    spaced = " \t\r\n\x0b\x0c".join(b64(data)[i : i + 64] for i in range(0, len(b64(data)), 64))
+    assert (
+        client.post("/predict", json={"image": spaced}).get_json()
+        == client.post("/predict", json={"image": b64(data)}).get_json()
+    )
 
 
 def test_batch_json_and_multipart(client, png, captcha_image):
@@ -106,6 +111,7 @@ def tiny_png(size):
     [
         ({"data": {"other": (io.BytesIO(b"x"), "x.png")}}, 400, "missing_image"),
         ({"data": "{not json", "content_type": "application/json"}, 400, "invalid_json"),
+        ({"data": "[" * 100000, "content_type": "application/json"}, 400, "invalid_json"),  # was a 500
         ({"json": ["a", "list"]}, 400, "invalid_json"),
         ({"json": {"picture": "abc"}}, 400, "missing_image"),
         ({"json": {"image": 12345}}, 400, "invalid_image"),
@@ -123,6 +129,7 @@ def tiny_png(size):
     ids=[
         "no-image-field",
         "bad-json",
+        "json-nested-too-deep",
         "json-not-object",
         "no-image-key",
         "image-not-string",

@@ -261,7 +261,9 @@ def test_totals_are_the_same_whichever_worker_answers_the_scrape(tmp_path, gener
             assert value(scraped, "captcha_inference_duration_seconds_count", model="fssp") == sent
             assert value(scraped, "captcha_request_duration_seconds_count", route="/predict") == sent
             assert value(scraped, "captcha_workers") == 2
-            assert len(series(scraped, "captcha_model_info")) == 1  # the workers' series fold into one
+            # one series per served model (every model in model/): the workers' series fold into one each
+            served = sorted(p.stem for p in (ROOT / "model").glob("*.json"))
+            assert sorted(labels["model"] for labels in series(scraped, "captcha_model_info")) == served
             answering.add(answered_by(service.log(), f"scrape-{attempt}"))
             if len(answering) == 2 and attempt >= 4:
                 break

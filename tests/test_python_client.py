@@ -464,5 +464,5 @@ def test_readme_examples_run_as_written(service, samples, tmp_path, monkeypatch,
     assert output.count(text) >= 5, output  # file, bytes, data URL and batch readings of captcha.png
     assert "'model_loaded': True" in output
     assert "3 invalid_base64" in output and "refused: 400 invalid_image" in output, output
-    assert "[('fssp', True)]" in output and "no such model: 404 unknown_model" in output, output
+    assert "[('captcha-v2', False), ('fssp', True)]" in output and "no such model: 404 unknown_model" in output, output
     assert re.search(r"^[2456789]{5}$", output, flags=re.M), output  # the reading under charset and length

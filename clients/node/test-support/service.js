@@ -105,9 +105,18 @@ async function listen(handler) {
   return state;
 }
 
+/** The text of a log line: the `message` of a JSON line (the service's default format), else the line itself. */
+function messageOf(entry) {
+  try {
+    return JSON.parse(entry).message ?? '';
+  } catch {
+    return entry;
+  }
+}
+
 /** How many requests the service logged with this method, path and status. */
 function countLogged(service, line) {
-  return service.log().split('\n').filter((entry) => entry.includes(` ${line} `)).length;
+  return service.log().split('\n').filter((entry) => ` ${messageOf(entry)} `.includes(` ${line} `)).length;
 }
 
 module.exports = { KEY, ROOT, countLogged, freePort, generateCaptchas, listen, startService, toPng };

@@ -41,7 +41,7 @@ const EXPECTED = [
   },
   (out) => {
     const [models, reading, unknown, ...rest] = out.trim().split('\n');
-    assert.deepEqual([models, unknown, rest], ['fssp true', '404 unknown_model', []]);
+    assert.deepEqual([models, unknown, rest], ['captcha-v2 false, fssp true', '404 unknown_model', []]);
     assert.match(reading, /^[2456789]{5}$/); // the reading under charset and length
   },
   (out) => {

@@ -1,0 +1,131 @@
+"""Request validation and the OpenAPI description, both by spectree from the models in schemas.py.
+
+GET /openapi.json is the document spectree builds from the views' declarations; GET /docs is spectree's Swagger UI
+page for it. Both are public and not rate limited, like /health."""
+
+from __future__ import annotations
+
+import flask
+from flask import Blueprint
+from spectree import SecurityScheme, SecuritySchemeData, SpecTree
+from spectree.model_adapter.pydantic_adapter import PydanticModelAdapter
+from spectree.plugins.base import Context
+from spectree.plugins.flask_plugin import FlaskPlugin
+from spectree.plugins.werkzeug_utils import flask_response_unpack
+from spectree.utils import get_multidict_items
+
+from . import __version__
+from .extensions import limiter
+from .inputs import rejection
+
+API_KEY = {"ApiKey": []}  # `security` of a view that needs the X-API-Key header
+
+
+class ResponseOffContract(RuntimeError):
+    """A view answered with a body its declared model refuses: a bug here, answered as a 500 internal_error."""
+
+
+class ModelAdapter(PydanticModelAdapter):
+    """spectree's pydantic adapter, but its error lists leave out the input. spectree turns the list into JSON
+    before our hook runs, and the input of a multipart request holds the uploaded files: with them, that JSON
+    fails and a missing field became a 500. Without them, nothing a client sent (an image, a key) can reach a
+    log line either."""
+
+    def validation_errors(self, err):
+        return err.errors(include_url=False, include_context=False, include_input=False)
+
+
+class Plugin(FlaskPlugin):
+    """spectree's Flask plugin (3.0.0, pinned) without two costs it adds to every request and this API does not
+    need; together they were about half of the 0.1 ms spectree added to a /predict."""
+
+    def request_validation(self, request, query, json, form, headers, cookies):
+        # As spectree's, but the headers and cookies are read only for a view that declares a model for them (none
+        # does): spectree copied every header into a dict on every request.
+        has_data = request.method not in ("GET", "DELETE")
+        use_json = json and has_data and request.mimetype not in self.FORM_MIMETYPE
+        use_form = form and has_data and request.mimetype in self.FORM_MIMETYPE
+        validate = self.model_adapter.validate_obj
+        request.context = Context(
+            validate(query, get_multidict_items(request.args, query)) if query else None,
+            validate(json, request.get_json(silent=True) or {}) if use_json else None,
+            validate(form, self.fill_form(request)) if use_form else None,
+            validate(headers, dict(request.headers)) if headers else None,
+            validate(cookies, get_multidict_items(request.cookies)) if cookies else None,
+        )
+
+    def validate_response(self, resp, resp_model, skip_validation, force_resp_serialize):
+        # The views answer with jsonify(...), with or without a status: check that body against the model of its
+        # status and hand the answer on as it is. spectree rebuilt every answer (a new Response, each header copied)
+        # to allow for views that return model instances, which these never do.
+        payload, status, _ = flask_response_unpack(resp)
+        if skip_validation or resp_model is None or not isinstance(payload, flask.Response):
+            return super().validate_response(resp, resp_model, skip_validation, force_resp_serialize)
+        model = resp_model.find_model(payload.status_code if status == 200 else status)
+        if model is not None:
+            try:
+                self.model_adapter.validate_json(model, payload.get_data())
+            except self.model_adapter.validation_error as err:
+                return resp, err  # _check_answer raises: a logged 500
+        return resp, None
+
+
+def _reject(req, resp, error, instance, adapter) -> None:
+    """spectree's hook after request validation: a request the models refuse is answered in the project's error
+    envelope (errors.py) with the project's codes, instead of spectree's own 422 list."""
+    if error is not None:
+        raise rejection(req, adapter.validation_errors(error))
+
+
+def _check_answer(req, resp, error, instance, adapter) -> None:
+    """spectree's hook after response validation: its own answer to an off-contract body would be a bare list of
+    pydantic errors; raising instead gives the logged 500 of errors.py."""
+    if error is not None:
+        raise ResponseOffContract(f"{req.method} {req.path}: {adapter.validation_errors(error)}")
+
+
+spec = SpecTree(
+    "flask",
+    backend=Plugin,
+    model_adapter=ModelAdapter(),
+    title="CAPTCHA OCR API",
+    version=__version__,
+    description="Reads text captchas with a CNN + BiLSTM + CTC model. Every error is JSON: "
+    '{"success": false, "error": {"code": "...", "message": "..."}}.',
+    # Only the views declared with spec.validate: not /openapi.json, /docs or the static route.
+    mode="strict",
+    security_schemes=[
+        # SecuritySchemeData, not the plain dict of spectree's README: 3.0.0 keeps a dict as it is and then fails
+        # to render it.
+        SecurityScheme(name="ApiKey", data=SecuritySchemeData(type="apiKey", name="X-API-Key", field_in="header")),
+    ],
+    # Component names as the models are called (the default appends a hash of the module path).
+    naming_strategy=lambda model: model.__name__,
+    nested_naming_strategy=lambda _parent, child: child,
+    annotations=False,  # the views read the request themselves; nothing to inject as arguments
+    before=_reject,
+    after=_check_answer,
+    # The status spectree documents for a refused request: 400, as _reject answers (each view declares its own
+    # 400 model, which spectree keeps, instead of adding its 422 list).
+    validation_error_status=400,
+)
+
+
+docs = Blueprint("docs", __name__)  # public: security.PUBLIC_ENDPOINTS
+
+
+@docs.get("/openapi.json")
+@limiter.exempt
+def openapi_json():
+    return spec.spec
+
+
+@docs.get("/docs")
+@limiter.exempt
+def swagger_ui():
+    # spectree's own page: Swagger UI loaded from the unpkg CDN (spectree's default; its "offline" extra would
+    # inline several MB of JavaScript). A relative URL keeps working behind a proxy that adds a path prefix.
+    page = spec.config.page_templates["swagger"].format(
+        spec_url="openapi.json", spec_path="docs", **spec.config.swagger_oauth2_config()
+    )
+    return page, 200, {"Content-Type": "text/html; charset=utf-8"}
