@@ -9,11 +9,11 @@ from spectree import Response
 
 from . import __version__
 from . import schemas as s
-from .errors import ApiError, error_body
+from .errors import error_body
 from .extensions import limiter
 from .inputs import batch_images, request_options, single_image
 from .ocr.decoding import Constraints
-from .ocr.errors import CaptchaError
+from .ocr.errors import CaptchaError, InvalidConstraint
 from .openapi import API_KEY, spec
 
 bp = Blueprint("api", __name__)
@@ -37,7 +37,7 @@ def _recognizer_and_constraints():
         constraints = Constraints.parse(options.get("charset"), options.get("length"))
         constraints.check(recognizer.alphabet)
     except ValueError as exc:
-        raise ApiError(400, "invalid_parameter", str(exc)) from None
+        raise InvalidConstraint(str(exc)) from None
     return recognizer, constraints
 
 

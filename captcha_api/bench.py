@@ -37,7 +37,7 @@ import numpy as np
 from .ocr.metadata import artifact_paths
 from .ocr.preprocess import preprocess
 from .ocr.runtime import Recognizer
-from .process import ROOT, GunicornProcess
+from .process import ROOT, GunicornProcess, memory_mb
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "fssp-real"
 BATCH = 64
@@ -171,14 +171,6 @@ class Service(GunicornProcess):
             return json.loads(response.read())
 
 
-def peak_rss_mb(pid: int) -> float:
-    """The highest resident set size the process has had (VmHWM), in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmHWM for process {pid}")
-
-
 def multipart(field: str, files: list[bytes]) -> tuple[bytes, str]:
     boundary = secrets.token_hex(12)
     parts = []
@@ -277,7 +269,7 @@ def run_http(model: Path, runtime: str, workers: int, blobs: list[bytes], texts:
             extra = wrk(server, "/predict", single, single_type, 16, plan.load_seconds, work)
             served += extra["requests"]
         pids = server.worker_pids()
-        rss = {pid: peak_rss_mb(pid) for pid in pids}
+        rss = {pid: memory_mb(pid, "VmHWM") for pid in pids}
     finally:
         server.stop()
     return {"ready_s": ready, "checks": checks, "runs": runs, "requests_served": served, "worker_peak_rss_mb": rss}

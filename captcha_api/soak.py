@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .bench import DEFAULT_DATA, SOAK_END, SOAK_START, Service, labelled_images, machine, multipart, wrk
 from .ocr.metadata import artifact_paths
-from .process import ROOT
+from .process import ROOT, memory_mb
 
 MAX_RSS_GROWTH_PERCENT = 10.0
 
@@ -43,14 +43,6 @@ class SoakPlan:
         return cls(1, 2, 8, 2, 1)
 
 
-def rss_mb(pid: int) -> float:
-    """Current resident set size (VmRSS) in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
-
-
 def run(model: Path, workers: int, plan: SoakPlan, data: Path | None) -> dict:
     blobs, _, source = labelled_images(data, 1)
     body, content_type = multipart("image", [blobs[0]])
@@ -63,7 +55,7 @@ def run(model: Path, workers: int, plan: SoakPlan, data: Path | None) -> dict:
             server.wait_ready()
             wrk(server, "/predict", body, content_type, 16, plan.warmup_seconds, work)
             pids = sorted(server.worker_pids())
-            baseline = {pid: rss_mb(pid) for pid in pids}
+            baseline = {pid: memory_mb(pid) for pid in pids}
             load = wrk(server, "/predict", body, content_type, plan.connections, plan.load_seconds, work)
             samples: list[dict[int, float]] = []
             soak_requests = soak_errors = 0
@@ -71,7 +63,7 @@ def run(model: Path, workers: int, plan: SoakPlan, data: Path | None) -> dict:
                 chunk = wrk(server, "/predict", body, content_type, 16, plan.chunk_seconds, work)
                 soak_requests += chunk["requests"]
                 soak_errors += chunk["errors"]
-                samples.append({pid: rss_mb(pid) for pid in pids})
+                samples.append({pid: memory_mb(pid) for pid in pids})
             same_workers = sorted(server.worker_pids()) == pids
         finally:
             server.stop()
