@@ -93,7 +93,7 @@ def test_predict_script_reports_bad_files(tiny_artifact, tmp_path):
     assert result.returncode == 1 and "broken.png" in result.stderr
 
 
-def test_pseudolabel_keeps_confident_readings_and_references_images(tiny_artifact, labelled, tmp_path):
+def test_pseudolabel_keeps_confident_readings_and_copies_their_images(tiny_artifact, labelled, tmp_path):
     from captcha_api.ocr.metadata import DEFAULT_MODEL
     from captcha_api.training.data import read_labels
 
@@ -104,7 +104,8 @@ def test_pseudolabel_keeps_confident_readings_and_references_images(tiny_artifac
     truth = dict(zip((p.name for p in read_labels(labelled).files), read_labels(labelled).texts))
     assert everything.texts and all(everything.texts)  # empty readings are never kept
     assert sum(truth[p.name] == t for p, t in zip(everything.files, everything.texts)) >= 0.9 * len(truth)
-    assert all(path.is_absolute() and path.parent == labelled.resolve() for path in everything.files)
+    assert all(path.parent == out / "images" for path in everything.files)
+    assert all(path.read_bytes() == (labelled / path.name).read_bytes() for path in everything.files)
     assert main([*args, "--min-confidence", "1.01"]) == 0
     assert (out / "labels.csv").read_text(encoding="utf-8").strip() == "filename,text"
 

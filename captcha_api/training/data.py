@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +33,25 @@ class LabelledFolder:
         return LabelledFolder(self.root, [self.files[i] for i in indices], [self.texts[i] for i in indices])
 
 
+class LabelsError(ValueError):
+    """A labelled folder that cannot be used as it is: the message says which file or entry, and why."""
+
+
 FILE_COLUMNS = ("filename", "file", "image")
 TEXT_COLUMNS = ("text", "label")
+
+
+def _inside(folder: Path, entry: str, labels: Path, line: int) -> Path:
+    """The image a labels.csv entry names, which must lie in `folder`: an absolute path or one that climbs out with
+    '..' is refused before anything is opened, so a labels file can make training or evaluation read nothing
+    outside its own folder (nor tell, through a "missing" error, which outside paths exist)."""
+    relative = Path(os.path.normpath(entry)) if entry else None
+    if relative is None or not relative.parts or relative.is_absolute() or relative.parts[0] == "..":
+        raise LabelsError(
+            f"{labels}, line {line}: the image {entry!r} is not a file name inside {folder}; entries must be "
+            "relative paths that stay in that folder"
+        )
+    return folder / relative
 
 
 def read_labels(root: Path | str) -> LabelledFolder:
@@ -57,10 +75,10 @@ def read_labels(root: Path | str) -> LabelledFolder:
                     f"{labels} needs a header with a file column ({'/'.join(FILE_COLUMNS)}) and a "
                     f"text column ({'/'.join(TEXT_COLUMNS)}); it has {reader.fieldnames}"
                 )
-            for row in reader:
+            for line, row in enumerate(reader, start=2):
                 row = {k.strip().lower(): v for k, v in row.items() if k}
-                files.append(image_dir / row[file_col].strip())
-                texts.append(row[text_col].strip())
+                files.append(_inside(image_dir, (row[file_col] or "").strip(), labels, line))
+                texts.append((row[text_col] or "").strip())
         missing = [f.name for f in files if not f.is_file()]
         if missing:
             raise ValueError(f"{len(missing)} images listed in {labels} are missing, e.g. {missing[:3]}")
