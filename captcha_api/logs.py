@@ -16,6 +16,8 @@ from pythonjsonlogger.json import JsonFormatter
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s"
+# What ends or rewrites a line in a terminal or a log reader: ASCII controls, DEL, and Unicode's line separators.
+CONTROL = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
 access = logging.getLogger("captcha_api.access")
 
 
@@ -34,8 +36,23 @@ class JsonLineFormatter(JsonFormatter):
         return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
 
 
+class TextLineFormatter(logging.Formatter):
+    """The classic one-line format. Control characters in the line are escaped (a path with %0a in it would
+    otherwise start a forged line of its own); a traceback, the server's own text, follows on its lines."""
+
+    def __init__(self):
+        super().__init__(TEXT_FORMAT)
+
+    def formatMessage(self, record):
+        return CONTROL.sub(_escape, super().formatMessage(record))
+
+
+def _escape(match: re.Match) -> str:
+    return f"\\x{ord(match.group()):02x}" if ord(match.group()) < 0x100 else f"\\u{ord(match.group()):04x}"
+
+
 def make_formatter(log_format: str) -> logging.Formatter:
-    return JsonLineFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
+    return JsonLineFormatter() if log_format == "json" else TextLineFormatter()
 
 
 class RequestIdFilter(logging.Filter):

@@ -72,3 +72,12 @@ def test_text_format_keeps_the_one_line_layout(make_app, png, log_output):
         except ValueError:
             continue
         raise AssertionError(f"a JSON line in the text format: {line}")
+
+
+def test_text_format_escapes_control_characters(make_app, log_output):
+    client = make_app(log_format="text").test_client()
+    client.get("/nothing%0a2026-01-01 00:00:00,000 INFO 1 forged: line%0d%e2%80%a8", headers={"X-API-Key": KEY})
+    lines = log_output.getvalue().splitlines()
+    assert not any(line.startswith("2026-01-01") for line in lines)
+    access = next(line for line in lines if "/nothing" in line)
+    assert "/nothing\\x0a2026-01-01 00:00:00,000 INFO 1 forged: line\\x0d\\u2028 404" in access
