@@ -149,3 +149,32 @@ def test_corrupted_bytes_raise_only_our_errors(captcha_image, fmt):
         except CaptchaError:
             continue
         assert array.shape == INPUT_SHAPE and np.isfinite(array).all()
+
+
+def test_a_jpeg_of_too_many_scans_is_refused_on_its_header():
+    from captcha_api.ocr.preprocess import MAX_JPEG_SCANS
+    from scripts.hostile import scan_bomb
+
+    with pytest.raises(ImageTooLarge, match=f"at most {MAX_JPEG_SCANS} are decoded"):
+        preprocess(scan_bomb(30000))
+    check(preprocess(scan_bomb(MAX_JPEG_SCANS - 6, side=400)))  # 6 scans of its own: within the limit, read
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_ordinary_jpegs_are_within_the_scan_limit(captcha_image, progressive):
+    check(preprocess(encode(captcha_image, "JPEG", progressive=progressive)))
+
+
+def test_a_decode_budget_is_shared_by_the_images_it_is_given(captcha_image):
+    from captcha_api.ocr.preprocess import DecodeBudget
+
+    png = encode(captcha_image, "PNG")  # 200 x 60 = 12,000 pixels
+    progressive = encode(captcha_image, "JPEG", progressive=True)
+    budget = DecodeBudget(30_000)
+    preprocess(png, budget=budget)
+    assert budget.left == 18_000
+    with pytest.raises(ImageTooLarge, match="CAPTCHA_MAX_BATCH_PIXELS"):
+        preprocess(progressive, budget=budget)  # a progressive JPEG counts its pixels once per scan
+    assert budget.left == 18_000  # refused before decoding: nothing spent
+    preprocess(png, budget=budget)
+    assert budget.left == 6_000

@@ -18,7 +18,7 @@ import numpy as np
 from .decoding import Constraints, Reading, constrained_decode_batch, greedy_decode_batch
 from .errors import CaptchaError, InvalidConstraint
 from .metadata import ModelMetadata, artifact_paths
-from .preprocess import DEFAULT_MAX_PIXELS, INPUT_SHAPE, preprocess
+from .preprocess import DEFAULT_MAX_PIXELS, INPUT_SHAPE, DecodeBudget, preprocess
 
 log = logging.getLogger(__name__)
 
@@ -147,16 +147,20 @@ class Recognizer:
         return self.read_arrays(preprocess(data, self.max_pixels)[None], constraints)[0]
 
     def read_each(
-        self, items: Sequence[bytes | CaptchaError], constraints: Constraints | None = None
+        self,
+        items: Sequence[bytes | CaptchaError],
+        constraints: Constraints | None = None,
+        budget: DecodeBudget | None = None,
     ) -> list[Reading | CaptchaError]:
-        """Several images in one model call; an image that cannot be read (or came in as an error) stays its error."""
+        """Several images in one model call; an image that cannot be read (or came in as an error) stays its error.
+        With a `budget`, the images are decoded in order while it lasts; those past it fail alone."""
         outcomes: list = list(items)
         arrays, positions = [], []
         for index, item in enumerate(outcomes):
             if isinstance(item, CaptchaError):
                 continue
             try:
-                arrays.append(preprocess(item, self.max_pixels))
+                arrays.append(preprocess(item, self.max_pixels, budget))
                 positions.append(index)
             except CaptchaError as exc:
                 outcomes[index] = exc
