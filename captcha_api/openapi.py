@@ -74,7 +74,23 @@ def _reject(req, resp, error, instance, adapter) -> None:
     """spectree's hook after request validation: a request the models refuse is answered in the project's error
     envelope (errors.py) with the project's codes, instead of spectree's own 422 list."""
     if error is not None:
+        _forget_causes(error)
         raise rejection(req, adapter.validation_errors(error))
+
+
+def _forget_causes(error) -> None:
+    """Drop the tracebacks that tie a refused request's frames (its body included) into reference cycles.
+
+    A validator's ValueError is kept by the ValidationError inside pydantic-core, where the garbage collector does
+    not look; its traceback holds the frames of the whole request, and spectree's frame holds the ValidationError:
+    a cycle the collector never frees (each refused body stayed for good: 18 KB for `{}`, 30 MB for a 15 MB body).
+    The ValidationError's own traceback makes a cycle the collector does free, but only at its next full pass,
+    after many such bodies have piled up. Neither traceback is used: the answer is built from the error list."""
+    for detail in error.errors(include_url=False, include_input=False):
+        cause = (detail.get("ctx") or {}).get("error")
+        if isinstance(cause, BaseException):
+            cause.__traceback__ = None
+    error.__traceback__ = None
 
 
 def _check_answer(req, resp, error, instance, adapter) -> None:
