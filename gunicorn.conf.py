@@ -3,17 +3,22 @@ each worker (no preload): a worker that is recycled or killed comes back with it
 
 import glob
 import os
+import resource
 import shutil
+import socket
+import sys
 import tempfile
 
-import psutil
 from gunicorn.glogging import Logger
 
-from captcha_api.config import load_settings
+from captcha_api.config import PREFIX, ConfigError, is_loopback, load_settings
 from captcha_api.logs import make_formatter
 
-# Validate CAPTCHA_* once in the master, so a bad setting stops start-up with its message.
-_settings = load_settings()
+# Validate CAPTCHA_* once in the master, so a bad setting stops start-up with its message: one line, no traceback.
+try:
+    _settings = load_settings()
+except ConfigError as error:
+    sys.exit(f"error: {error}")
 
 
 def _address(host: str, port: int) -> str:
@@ -25,7 +30,15 @@ if _settings.metrics_port:
     # A second listener served by the same workers; the app answers /metrics there and nothing else.
     bind.append(_address(_settings.metrics_bind_host, _settings.metrics_port))
 workers = _settings.workers
-threads = _settings.worker_threads
+# gevent workers: each connection is a greenlet, so a client that is slow to send, or sends nothing, holds a few KB
+# and a socket, not a worker (a sync worker was held until `timeout` killed it: two such clients stopped the
+# service). Waits for a client's request are bounded: headers within `keepalive` seconds (gunicorn's gevent worker),
+# the body within CAPTCHA_BODY_TIMEOUT (captcha_api/guard.py). Reading an image and the model are CPU work, run one
+# at a time per worker, with bounded cost (captcha_api/ocr/preprocess.py). A worker holds at most
+# `worker_connections` connections; nginx in front (deploy/nginx.conf) also bounds how long an answer may take to
+# be read (send_timeout).
+worker_class = "gevent"
+worker_connections = _settings.worker_connections
 timeout = _settings.timeout
 graceful_timeout = _settings.graceful_timeout
 keepalive = _settings.keepalive
@@ -38,6 +51,11 @@ wsgi_app = "wsgi:app"
 # app's JSON; 8190 is gunicorn's maximum (and fits nginx's default 8k buffers).
 limit_request_line = 8190
 preload_app = False
+# gunicorn's control socket defaults to one path per user ($HOME/.gunicorn/gunicorn.ctl), which every instance on the
+# machine would share: off unless CAPTCHA_CONTROL_SOCKET names this instance's own.
+control_socket_disable = not _settings.control_socket
+if _settings.control_socket:
+    control_socket = _settings.control_socket
 # The app writes one access line per request itself (with latency and request id); gunicorn logs the rest.
 accesslog = None
 errorlog = "-"
@@ -58,28 +76,77 @@ class CaptchaLogger(Logger):
 
 logger_class = CaptchaLogger
 
-_max_rss_bytes = _settings.max_worker_rss_mb * 1024 * 1024
-
-
-def post_worker_init(worker):
-    worker.process_info = psutil.Process()
+_max_rss_kb = _settings.max_worker_rss_mb * 1024
 
 
 def post_request(worker, req, environ, resp):
-    """The memory cap (CAPTCHA_MAX_WORKER_RSS_MB, 0: off): a worker that has grown past it finishes this request,
-    exits, and the master starts a fresh one, as a process manager's memory restart would, without dropping
-    a request."""
-    if not _max_rss_bytes:
+    """The memory cap (CAPTCHA_MAX_WORKER_RSS_MB, 0: off): a worker whose peak resident memory has passed it
+    finishes its requests, exits, and the master starts a fresh one, as a process manager's memory restart would,
+    without dropping a request. The peak (ru_maxrss, the kernel's high-water mark), not the memory in use now: a
+    request that took a worker to 600 MB and gave it back before this check still shows what the worker can reach."""
+    if not _max_rss_kb or not worker.alive:
         return
-    rss = worker.process_info.memory_info().rss
-    if rss > _max_rss_bytes:
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if peak_kb > _max_rss_kb:
         worker.log.warning(
-            "worker %s uses %.0f MB, over CAPTCHA_MAX_WORKER_RSS_MB=%d: recycling it",
+            "worker %s reached %.0f MB, over CAPTCHA_MAX_WORKER_RSS_MB=%d: recycling it",
             worker.pid,
-            rss / 2**20,
+            peak_kb / 1024,
             _settings.max_worker_rss_mb,
         )
         worker.alive = False
+
+
+def when_ready(server):
+    """Checks on the addresses gunicorn really listens on, however they were given (CAPTCHA_HOST, -b, --bind in
+    GUNICORN_CMD_ARGS): without API keys the service may listen on loopback only, unless CAPTCHA_ALLOW_OPEN."""
+    public = [str(listener) for listener in server.LISTENERS if not _is_local(listener.sock)]
+    if _settings.open_access and public and not _settings.allow_open:
+        server.log.error(
+            "no API key is configured and the service would listen on %s, which is not a loopback address: set "
+            "%sAPI_KEYS, bind to 127.0.0.1, or set %sALLOW_OPEN=true to run open on purpose",
+            ", ".join(public),
+            PREFIX,
+            PREFIX,
+        )
+        sys.exit(1)
+    if _settings.open_access:
+        server.log.warning(
+            "no API key configured: the service is open to anyone who can reach %s",
+            ", ".join(str(listener) for listener in server.LISTENERS),
+        )
+    if _settings.ratelimit_storage_uri.startswith("memory") and _settings.workers > 1:
+        effective = _effective_limits(_settings.workers)
+        if effective:
+            server.log.warning(
+                "rate limits are counted in each of the %d workers (%sRATELIMIT_STORAGE_URI=memory://), so a client "
+                "may get up to %s, and a recycled worker counts from zero; a redis:// storage makes them exact",
+                _settings.workers,
+                PREFIX,
+                "; ".join(effective),
+            )
+
+
+def _effective_limits(workers: int) -> list[str]:
+    """'CAPTCHA_RATE_LIMIT=600/minute: 1200/minute' for each limit that is on, as counted by `workers` apart."""
+    from limits import parse_many
+
+    described = []
+    names = ("rate_limit", "batch_rate_limit") + (() if _settings.open_access else ("auth_failure_limit",))
+    for name in names:
+        value = getattr(_settings, name)
+        if value:
+            each = ", ".join(
+                f"{item.amount * workers} per {item.multiples} {item.GRANULARITY.name}" for item in parse_many(value)
+            )
+            described.append(f"{PREFIX}{name.upper()}={value}: {each}")
+    return described
+
+
+def _is_local(sock) -> bool:
+    if sock.family == getattr(socket, "AF_UNIX", None):
+        return True  # a Unix socket: reachable on this machine only, as its file permissions allow
+    return is_loopback(sock.getsockname()[0])
 
 
 # Metrics under several workers: prometheus_client's multiprocess mode. Each worker writes its values to files in

@@ -91,6 +91,10 @@ def _serve(args) -> int:
 
     app = create_app()
     settings = app.config["SETTINGS"]
+    if settings.open_access:
+        logging.getLogger(__name__).warning(
+            "no API key configured: the service is open to anyone who can reach %s:%d", settings.host, settings.port
+        )
     app.run(host=settings.host, port=settings.port, threaded=True)
     return 0
 
@@ -157,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.set_defaults(func=_export)
     pl = sub.add_parser("pseudolabel", help="label unlabelled real captchas with a model, keeping confident ones")
     pl.add_argument("--data", required=True, help="folder of unlabelled images")
-    pl.add_argument("--out", required=True, help="folder for labels.csv (images are referenced, not copied)")
+    pl.add_argument("--out", required=True, help="folder for labels.csv and a copy of the images kept, in images/")
     pl.add_argument("--model", default=str(DEFAULT_MODEL))
     pl.add_argument("--min-confidence", type=float, default=0.95)
     pl.add_argument("--min-length", type=int, default=4)
@@ -198,7 +202,13 @@ def main(argv=None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    return args.func(args)
+    from .training.data import LabelsError
+
+    try:
+        return args.func(args)
+    except LabelsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -11,9 +11,10 @@ from . import __version__
 from . import schemas as s
 from .errors import error_body
 from .extensions import limiter
-from .inputs import batch_images, request_options, single_image
+from .inputs import batch_images, batch_length, request_options, single_image
 from .ocr.decoding import Constraints
 from .ocr.errors import CaptchaError, InvalidConstraint
+from .ocr.preprocess import DecodeBudget
 from .openapi import API_KEY, spec
 
 bp = Blueprint("api", __name__)
@@ -45,7 +46,6 @@ def _describe(name: str, recognizer) -> dict:
     meta = recognizer.metadata
     return {
         "name": name,
-        "path": str(recognizer.path),
         "runtime": recognizer.runtime.name,
         "image_size": [meta.input_height, meta.input_width],
         "max_sequence_length": meta.max_length,
@@ -68,11 +68,25 @@ def _limit_off(key: str):
     return lambda: not getattr(_settings(), key)
 
 
+def _images() -> int:
+    """What a request costs against CAPTCHA_RATE_LIMIT: its images (a batch is refused past CAPTCHA_MAX_BATCH)."""
+    if request.endpoint != "api.predict_batch":
+        return 1
+    return max(1, min(batch_length(request), _settings().max_batch))
+
+
+# /predict and /predict-batch draw on one allowance of images: 64 images cost the same sent one by one or at once.
+images_limit = limiter.shared_limit(
+    _limit("rate_limit"), scope="images", cost=_images, exempt_when=_limit_off("rate_limit")
+)
+
+
 # The error answers of the views that read images, by status (schemas.py lists the codes of each).
 IMAGE_ERRORS = {
     "HTTP_400": s.BadRequest,
     "HTTP_401": s.Unauthorized,
     "HTTP_404": s.NotFound,
+    "HTTP_408": s.RequestTimeout,
     "HTTP_413": s.TooLarge,
     # gunicorn.conf.py lets every documented query through (limit_request_line); only a longer one gets here.
     "HTTP_414": (None, "The request line is over 8190 bytes: answered by gunicorn, before the app, not in JSON"),
@@ -100,7 +114,7 @@ def health():
 @bp.get("/info")
 @limiter.exempt
 @spec.validate(
-    resp=Response(HTTP_200=s.Info, HTTP_401=s.Unauthorized, HTTP_503=s.Unavailable),
+    resp=Response(HTTP_200=s.Info, HTTP_401=s.Unauthorized, HTTP_429=s.RateLimited, HTTP_503=s.Unavailable),
     validation_error_status=401,
     security=API_KEY,
     operation_id="info",
@@ -139,7 +153,7 @@ def info():
 
 
 @bp.post("/predict")
-@limiter.limit(_limit("rate_limit"), exempt_when=_limit_off("rate_limit"))
+@images_limit
 @spec.validate(
     query=s.Options,
     json=s.PredictJson,
@@ -161,6 +175,7 @@ def predict():
 
 
 @bp.post("/predict-batch")
+@images_limit
 @limiter.limit(_limit("batch_rate_limit"), exempt_when=_limit_off("batch_rate_limit"))
 @spec.validate(
     query=s.Options,
@@ -180,7 +195,8 @@ def predict_batch():
     items = batch_images(request, settings.max_image_bytes, settings.max_batch)
     results = []
     failed = Counter()
-    for index, outcome in enumerate(recognizer.read_each(items, constraints)):
+    budget = DecodeBudget(settings.max_batch_pixels)
+    for index, outcome in enumerate(recognizer.read_each(items, constraints, budget)):
         if isinstance(outcome, CaptchaError):
             error = error_body(outcome.code, outcome.message)["error"]
             results.append({"index": index, "success": False, "error": error})

@@ -6,12 +6,12 @@ import logging
 from collections.abc import Mapping
 
 from flask import Flask
-from flask.json.provider import DefaultJSONProvider
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import api, errors, logs, metrics, openapi, security
+from . import api, errors, guard, logs, metrics, openapi, security
 from .config import load_settings
 from .extensions import cors, limiter
+from .inputs import JsonProvider
 from .models import load_models
 
 log = logging.getLogger(__name__)
@@ -33,12 +33,16 @@ def create_app(test_config: Mapping | None = None) -> Flask:
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         RATELIMIT_STORAGE_URI=settings.ratelimit_storage_uri,
         RATELIMIT_STORAGE_OPTIONS=storage_options(settings.ratelimit_storage_uri),
+        # A request over its limit takes nothing: with costs (a batch counts its images), a fixed window would
+        # still add a refused batch to the count and leave the client less than the limit allows.
+        RATELIMIT_STRATEGY="moving-window",
         RATELIMIT_HEADERS_ENABLED=True,
         RATELIMIT_SWALLOW_ERRORS=True,
         RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
     )
     app.json = JsonProvider(app)
     logs.init_app(app)  # first, so the request id exists before any other hook can fail
+    guard.init_app(app)  # the body, read whole within its time and size limits, before anything judges it
     metrics.init_app(app)  # before security: /predict on the metrics listener is a 404, not a 401
     security.init_app(app)
     errors.init_app(app)
@@ -58,19 +62,6 @@ def create_app(test_config: Mapping | None = None) -> Flask:
     if "metrics" in app.extensions:
         app.extensions["metrics"].watch_models(models)
     return app
-
-
-class JsonProvider(DefaultJSONProvider):
-    ensure_ascii = False  # readings are Cyrillic: send them as text, not \u escapes
-    sort_keys = False  # keep the documented field order
-
-    def loads(self, s, **kwargs):
-        # The json module raises RecursionError, not ValueError, for a body nested past the interpreter's stack
-        # ('[' * 100000); request.get_json takes only ValueError for bad JSON, so such a body was a 500.
-        try:
-            return super().loads(s, **kwargs)
-        except RecursionError:
-            raise ValueError("the JSON is nested too deeply") from None
 
 
 def storage_options(uri: str) -> dict:

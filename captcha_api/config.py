@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -14,6 +15,7 @@ from .ocr.runtime import RUNTIMES
 PREFIX = "CAPTCHA_"
 LOG_FORMATS = ("json", "text")
 METRICS_MODES = ("off", "protected", "open")
+PRINTABLE_ASCII = re.compile(r"[\x21-\x7e]+")
 
 
 class ConfigError(ValueError):
@@ -51,14 +53,18 @@ class Settings:
     threads: int = 1
     api_keys: tuple[str, ...] = ()
     allow_open: bool = False
-    rate_limit: str = "600/minute"
-    batch_rate_limit: str = "60/minute"
+    rate_limit: str = "600/minute"  # images a minute, over /predict and /predict-batch together
+    batch_rate_limit: str = "60/minute"  # /predict-batch requests a minute
+    auth_failure_limit: str = "20/minute"  # wrong API keys from one address; past it, 429 for that address
     ratelimit_storage_uri: str = "memory://"
     cors_origins: tuple[str, ...] = ()
     max_image_bytes: int = 500 * 1024
     max_batch: int = 64
     max_body_bytes: int = 16 * 1024 * 1024
     max_pixels: int = 4_000_000
+    max_batch_pixels: int = 16_000_000  # pixels decoded for one batch, all images together
+    body_timeout: int = 10  # seconds for a whole request body to arrive
+    max_buffered_bytes: int = 64 * 1024 * 1024  # request bodies one worker holds at once
     host: str = "127.0.0.1"
     port: int = 5000
     log_level: str = "INFO"
@@ -70,13 +76,14 @@ class Settings:
     metrics_host: str = ""  # "": the same address as CAPTCHA_HOST
     # gunicorn (read by gunicorn.conf.py)
     workers: int = 2
-    worker_threads: int = 1
+    worker_connections: int = 1000  # connections each (gevent) worker holds at once
     timeout: int = 30
     graceful_timeout: int = 20
     keepalive: int = 5
     max_requests: int = 20000
     max_requests_jitter: int = 2000
     max_worker_rss_mb: int = 400
+    control_socket: str = ""  # gunicorn's control socket: "" none, else its path (one per instance)
 
     @property
     def models_folder(self) -> Path | None:
@@ -104,16 +111,19 @@ class Settings:
             "max_batch",
             "max_body_bytes",
             "max_pixels",
+            "max_batch_pixels",
+            "body_timeout",
+            "max_buffered_bytes",
             "workers",
-            "worker_threads",
+            "worker_connections",
             "timeout",
+            "keepalive",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be a positive number")
         for name in (
             "trusted_proxies",
             "graceful_timeout",
-            "keepalive",
             "max_requests",
             "max_requests_jitter",
             "max_worker_rss_mb",
@@ -139,6 +149,10 @@ class Settings:
             )
         if self.max_body_bytes < self.max_image_bytes:
             raise ConfigError(f"{PREFIX}MAX_BODY_BYTES must be at least {PREFIX}MAX_IMAGE_BYTES")
+        if self.max_buffered_bytes < self.max_body_bytes:
+            raise ConfigError(f"{PREFIX}MAX_BUFFERED_BYTES must be at least {PREFIX}MAX_BODY_BYTES")
+        if self.max_batch_pixels < self.max_pixels:
+            raise ConfigError(f"{PREFIX}MAX_BATCH_PIXELS must be at least {PREFIX}MAX_PIXELS")
         if self.ratelimit_storage_uri.split("://")[0] not in (
             "memory",
             "redis",
@@ -149,6 +163,11 @@ class Settings:
             raise ConfigError(f"{PREFIX}RATELIMIT_STORAGE_URI must be memory://, redis://host:port or similar")
         if any(len(key) < 16 for key in self.api_keys):
             raise ConfigError(f"{PREFIX}API_KEYS: every key must be at least 16 characters long")
+        if not all(PRINTABLE_ASCII.fullmatch(key) for key in self.api_keys):
+            # An HTTP header carries ASCII: a key with other characters (or spaces) could never be sent and match.
+            raise ConfigError(
+                f"{PREFIX}API_KEYS: keys must be printable ASCII without spaces (letters, digits, punctuation)"
+            )
         if self.open_access and not is_loopback(self.host) and not self.allow_open:
             raise ConfigError(
                 f"no API key is configured and {PREFIX}HOST={self.host} is not a loopback address: set "
@@ -166,12 +185,16 @@ PARSERS = {
     "allow_open": _bool,
     "rate_limit": _limit,
     "batch_rate_limit": _limit,
+    "auth_failure_limit": _limit,
     "ratelimit_storage_uri": str.strip,
     "cors_origins": _list,
     "max_image_bytes": int,
     "max_batch": int,
     "max_body_bytes": int,
     "max_pixels": int,
+    "max_batch_pixels": int,
+    "body_timeout": int,
+    "max_buffered_bytes": int,
     "host": str.strip,
     "port": int,
     "log_level": lambda s: s.strip().upper(),
@@ -181,13 +204,14 @@ PARSERS = {
     "metrics_port": int,
     "metrics_host": str.strip,
     "workers": int,
-    "worker_threads": int,
+    "worker_connections": int,
     "timeout": int,
     "graceful_timeout": int,
     "keepalive": int,
     "max_requests": int,
     "max_requests_jitter": int,
     "max_worker_rss_mb": int,
+    "control_socket": str.strip,
 }
 
 
@@ -218,7 +242,7 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping |
         if unknown:
             raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
         typed = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
-        for key in ("rate_limit", "batch_rate_limit"):
+        for key in ("rate_limit", "batch_rate_limit", "auth_failure_limit"):
             if key in typed:
                 typed[key] = _limit(str(typed[key] or ""))
         settings = replace(settings, **typed)

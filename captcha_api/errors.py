@@ -17,6 +17,7 @@ HTTP_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "unprocessable",
@@ -29,10 +30,11 @@ HTTP_CODES = {
 class ApiError(CaptchaError):
     """A request-level error raised by the views: status and code given at the raise site."""
 
-    def __init__(self, status: int, code: str, message: str):
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
         super().__init__(message)
         self.status = status
         self.code = code
+        self.headers = headers
 
 
 def error_body(code: str, message: str) -> dict:
@@ -51,7 +53,7 @@ def error_response(status: int, code: str, message: str, headers=None):
 def init_app(app: Flask) -> None:
     @app.errorhandler(CaptchaError)
     def captcha_error(exc: CaptchaError):
-        return error_response(exc.status, exc.code, exc.message)
+        return error_response(exc.status, exc.code, exc.message, getattr(exc, "headers", None))
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

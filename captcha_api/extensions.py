@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import hashlib
 
-from flask import request
+from flask import current_app, request
 from flask_cors import CORS
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
 
 def rate_limit_key() -> str:
-    """Limits follow the API key (hashed, so no key reaches the limiter's storage), else the client address."""
+    """With API keys configured, limits follow the key (checked before the limiter runs; hashed, so no key reaches
+    the limiter's storage). Open, they follow the client address alone: a key header the client makes up must not
+    buy it a fresh allowance."""
     key = request.headers.get("X-API-Key")
-    if key:
+    if key and not current_app.config["SETTINGS"].open_access:
         return "key:" + hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()[:24]
+    return client_address()
+
+
+def client_address() -> str:
     return "addr:" + (get_remote_address() or "unknown")
 
 

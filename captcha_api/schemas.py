@@ -135,7 +135,6 @@ class Health(_Answer):
 
 class ModelInfo(_Answer):
     name: str
-    path: str
     runtime: str
     image_size: list[int] = Field(min_length=2, max_length=2, description="[height, width] the model takes")
     max_sequence_length: int
@@ -224,7 +223,7 @@ Unauthorized = _error(
 NotFound = _error("NotFound", "No model of that name is served.", "unknown_model")
 TooLarge = _error(
     "TooLarge",
-    "The body, an image or the batch is over its limit.",
+    "The body, an image or the batch is over its limit, or an image costs too much to decode.",
     "payload_too_large",
     "image_too_large",
     "batch_too_large",
@@ -238,5 +237,17 @@ UnsupportedMedia = _error(
 Unreadable = _error(
     "Unreadable", "The image decodes but cannot be a captcha (1x1, absurd proportions).", "unreadable_image"
 )
-RateLimited = _error("RateLimited", "Over the rate limit; Retry-After says when to come back.", "rate_limited")
-Unavailable = _error("Unavailable", "No model is loaded.", "model_unavailable")
+RateLimited = _error(
+    "RateLimited",
+    "Over the rate limit, or too many wrong API keys from this address; Retry-After says when to come back.",
+    "rate_limited",
+)
+RequestTimeout = _error(
+    "RequestTimeout", "The request body did not arrive within CAPTCHA_BODY_TIMEOUT seconds.", "request_timeout"
+)
+Unavailable = _error(
+    "Unavailable",
+    "No model is loaded, or the worker holds as many request bodies as it may (retry after Retry-After).",
+    "model_unavailable",
+    "server_busy",
+)

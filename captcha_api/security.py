@@ -1,19 +1,23 @@
-"""API keys in the X-API-Key header, compared in constant time."""
+"""API keys in the X-API-Key header, compared in constant time; wrong keys limited per client address."""
 
 from __future__ import annotations
 
 import hmac
 import logging
+import math
+import time
 
 from flask import Flask, current_app, request
+from limits import parse
 
 from .errors import ApiError
+from .extensions import client_address, limiter
 
 log = logging.getLogger(__name__)
 
 HEADER = "X-API-Key"
 # /health for probes; the API description and its docs page, which hold nothing secret.
-PUBLIC_ENDPOINTS = {"api.health", "docs.openapi_json", "docs.swagger_ui", "static"}
+PUBLIC_ENDPOINTS = {"api.health", "docs.openapi_json", "docs.swagger_ui", "docs.swagger_asset", "static"}
 
 
 def key_is_valid(given: str, keys: tuple[str, ...]) -> bool:
@@ -32,9 +36,51 @@ def require_api_key():
     given = request.headers.get(HEADER)
     if not given:
         raise ApiError(401, "missing_api_key", f"send your API key in the {HEADER} header")
+    failures = current_app.extensions["auth_failure_limit"]
+    address = client_address()
+    if failures is not None and not _allowed(failures, address):
+        # Every key is refused from here until the window passes, the right one too: otherwise a 401 against a
+        # 200 would still tell a guesser which key is right.
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"too many wrong API keys from this address ({failures}, CAPTCHA_AUTH_FAILURE_LIMIT)",
+            {"Retry-After": str(_retry_after(failures, address))},
+        )
     if not key_is_valid(given, settings.api_keys):
+        if failures is not None:
+            _count_failure(failures, address)
         raise ApiError(401, "invalid_api_key", "the API key is not valid")
     return None
+
+
+# The failure counts live in the rate limiter's storage (Redis when configured: shared by every worker and
+# instance). A storage that does not answer leaves keys checked but failures uncounted, as the limiter itself
+# does for its limits (RATELIMIT_SWALLOW_ERRORS).
+SCOPE = "auth-failures"
+
+
+def _allowed(item, address: str) -> bool:
+    try:
+        return limiter.limiter.test(item, SCOPE, address)
+    except Exception:  # noqa: BLE001 - any storage failure (connection, timeout) must not fail the request
+        log.warning("rate limit storage unreachable: wrong API keys are not counted", exc_info=True)
+        return True
+
+
+def _count_failure(item, address: str) -> None:
+    try:
+        limiter.limiter.hit(item, SCOPE, address)
+    except Exception:  # noqa: BLE001 - as in _allowed
+        log.warning("rate limit storage unreachable: wrong API keys are not counted", exc_info=True)
+
+
+def _retry_after(item, address: str) -> int:
+    try:
+        reset = limiter.limiter.get_window_stats(item, SCOPE, address).reset_time
+    except Exception:  # noqa: BLE001 - as in _allowed
+        return item.get_expiry()
+    return max(1, math.ceil(reset - time.time()))
 
 
 def init_app(app: Flask) -> None:
@@ -42,6 +88,6 @@ def init_app(app: Flask) -> None:
     # CAPTCHA_METRICS=open: a scraper on a private network reads /metrics without a key; "protected" keeps the key.
     open_metrics = {"metrics"} if settings.metrics == "open" else set()
     app.extensions["public_endpoints"] = frozenset(PUBLIC_ENDPOINTS | open_metrics)
-    if settings.open_access:
-        log.warning("no API key configured: the service is open to anyone who can reach %s", settings.host)
+    limit = settings.auth_failure_limit
+    app.extensions["auth_failure_limit"] = parse(limit) if limit and not settings.open_access else None
     app.before_request(require_api_key)

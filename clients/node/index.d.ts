@@ -69,7 +69,6 @@ export interface Health {
 /** A served model, as `GET /info` describes it. */
 export interface ModelInfo {
   name: string;
-  path: string;
   runtime: string;
   /** [height, width] */
   image_size: [number, number];

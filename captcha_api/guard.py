@@ -1,0 +1,158 @@
+"""What a request body may cost before the app sees it.
+
+The body is read here, whole, before any view: within CAPTCHA_BODY_TIMEOUT seconds (a client that trickles its body
+is cut off with a 408 instead of holding the worker's memory and a connection slot), up to CAPTCHA_MAX_BODY_BYTES
+however it is sent (a chunked body has no length to check up front: it is counted as it arrives and refused with a
+413 past the limit), and into memory counted against CAPTCHA_MAX_BUFFERED_BYTES, the bytes one worker holds for all
+the bodies it is reading at once (past it, 503 and Retry-After). The app then reads from memory.
+
+A refused body is answered by the app (a before_request hook), so the refusal has the same JSON envelope, request
+id, access line, CORS headers and metrics as any other error. What it leaves unread, gunicorn drains before the
+connection's next request, within its keepalive time, or closes the connection.
+
+Under gunicorn's gevent worker (gunicorn.conf.py) many connections are read at once in one process, each by a
+greenlet: the deadline is a gevent.Timeout, which fires while the greenlet waits for the client. Elsewhere (the
+Flask test client, the development server) the body is already in memory or arrives at once, and no timer is set.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from contextlib import nullcontext
+
+from flask import Flask, request
+
+from .errors import error_response
+
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+CHUNK = 64 * 1024
+
+
+REFUSED = "captcha.body_refused"  # environ key: the refusal the app answers with
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.answer = (status, code, message, headers or {})
+
+
+class _BodyTimeout(Exception):
+    """Raised by the gevent timer inside a read that waited past the deadline."""
+
+
+def _deadline(seconds: float):
+    """A gevent.Timeout in a gevent-patched process, where reads yield to the hub; nothing elsewhere."""
+    try:
+        from gevent import monkey
+    except ImportError:  # pragma: no cover - gevent is a serving dependency
+        return nullcontext()
+    if not monkey.is_module_patched("socket"):
+        return nullcontext()
+    import gevent
+
+    return gevent.Timeout(seconds, _BodyTimeout)
+
+
+class BodyGuard:
+    """WSGI middleware: reads the request body with a deadline, a size limit and a per-process memory budget."""
+
+    def __init__(self, app, max_body_bytes: int, timeout: float, max_buffered_bytes: int):
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.timeout = timeout
+        self.max_buffered_bytes = max_buffered_bytes
+        self.buffered = 0  # bytes held right now by the bodies this process is reading or serving
+
+    def __call__(self, environ, start_response):
+        if environ.get("REQUEST_METHOD") not in BODY_METHODS:
+            return self.app(environ, start_response)
+        held = [0]
+        try:
+            body = self._read(environ, held)
+        except _Refused as refused:
+            self.buffered -= held[0]
+            held[0] = 0
+            environ[REFUSED] = refused.answer
+            body = b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        # The body is whole now: werkzeug must read it by its length, not as an open-ended chunked stream.
+        environ.pop("wsgi.input_terminated", None)
+        environ.pop("HTTP_TRANSFER_ENCODING", None)
+        try:
+            return self.app(environ, start_response)
+        finally:
+            self.buffered -= held[0]
+
+    def _read(self, environ, held: list[int]) -> bytes:
+        declared = environ.get("CONTENT_LENGTH") or ""
+        terminated = bool(environ.get("wsgi.input_terminated"))
+        if declared:
+            try:
+                length = int(declared)
+            except ValueError:
+                raise _Refused(400, "bad_request", "the Content-Length header is not a number") from None
+            if length > self.max_body_bytes:
+                raise self._too_large()
+        elif terminated:
+            length = None  # chunked: read until the end, counting
+        else:
+            return b""
+        stream = environ["wsgi.input"]
+        parts = []
+        received = 0
+        started = time.monotonic()
+        try:
+            with _deadline(self.timeout):
+                while length is None or received < length:
+                    want = CHUNK if length is None else min(CHUNK, length - received)
+                    chunk = stream.read(want)
+                    if not chunk:
+                        break
+                    received += len(chunk)
+                    if received > self.max_body_bytes:
+                        raise self._too_large()
+                    if self.buffered + len(chunk) > self.max_buffered_bytes:
+                        raise _Refused(
+                            503,
+                            "server_busy",
+                            "this worker is reading as many request bodies as its memory allows "
+                            "(CAPTCHA_MAX_BUFFERED_BYTES); retry in a moment",
+                            {"Retry-After": "1"},
+                        )
+                    self.buffered += len(chunk)
+                    held[0] += len(chunk)
+                    parts.append(chunk)
+        except _BodyTimeout:
+            waited = time.monotonic() - started
+            raise _Refused(
+                408,
+                "request_timeout",
+                f"the request body did not arrive within {self.timeout:g} s (CAPTCHA_BODY_TIMEOUT); "
+                f"{received} bytes came in {waited:.1f} s",
+            ) from None
+        return b"".join(parts)
+
+    def _too_large(self) -> _Refused:
+        return _Refused(
+            413,
+            "payload_too_large",
+            f"the request body is larger than {self.max_body_bytes} bytes (CAPTCHA_MAX_BODY_BYTES)",
+        )
+
+
+def _answer_refusal():
+    refused = request.environ.get(REFUSED)
+    if refused is not None:
+        return error_response(*refused)
+    return None
+
+
+def init_app(app: Flask) -> None:
+    """Wrap the app in the guard and answer its refusals; after the request id exists, before the API key check
+    (a body that never arrived cannot be judged)."""
+    settings = app.config["SETTINGS"]
+    app.wsgi_app = BodyGuard(app.wsgi_app, settings.max_body_bytes, settings.body_timeout, settings.max_buffered_bytes)
+    app.before_request(_answer_refusal)
