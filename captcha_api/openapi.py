@@ -1,12 +1,18 @@
 """Request validation and the OpenAPI description, both by spectree from the models in schemas.py.
 
-GET /openapi.json is the document spectree builds from the views' declarations; GET /docs is spectree's Swagger UI
-page for it. Both are public and not rate limited, like /health."""
+GET /openapi.json is the document spectree builds from the views' declarations; GET /docs is a Swagger UI page for
+it, with Swagger UI's files served by the service itself (GET /docs/<version>/<name>). All are public and not rate
+limited, like /health."""
 
 from __future__ import annotations
 
+import hashlib
+import html
+import importlib.metadata
+import importlib.resources
+
 import flask
-from flask import Blueprint
+from flask import Blueprint, abort, send_file
 from spectree import SecurityScheme, SecuritySchemeData, SpecTree
 from spectree.model_adapter.pydantic_adapter import PydanticModelAdapter
 from spectree.plugins.base import Context
@@ -136,12 +142,73 @@ def openapi_json():
     return spec.spec
 
 
+# Swagger UI's own files come from the pinned flask-swagger-ui package (requirements.txt; we use its files, not its
+# blueprint): read from the installed package, not committed here, nor loaded by the browser from a CDN, so /docs
+# works offline. Its release number is the Swagger UI release it ships.
+SWAGGER_UI_DIST = importlib.resources.files("flask_swagger_ui") / "dist"
+SWAGGER_UI_FILES = {  # the only names served: no listing, no other path
+    "swagger-ui-bundle.js": "text/javascript",
+    "swagger-ui.css": "text/css",
+    "index.css": "text/css",  # the page's margin and background
+    "favicon-32x32.png": "image/png",
+}
+# Swagger UI's start, in a file rather than an inline script, so that the page's CSP can refuse every inline script.
+INIT_JS = """window.ui = SwaggerUIBundle({
+  url: "openapi.json",  // relative to /docs: still right behind a proxy that adds a path prefix
+  dom_id: "#swagger-ui",
+  deepLinking: true,
+  validatorUrl: null  // no badge image from validator.swagger.io
+});
+"""
+# In every asset URL: a new Swagger UI release or a changed INIT_JS gets new URLs, so a browser never mixes a page
+# with files cached for a day from an older release.
+ASSET_VERSION = f"{importlib.metadata.version('flask-swagger-ui')}-{hashlib.sha256(INIT_JS.encode()).hexdigest()[:8]}"
+ASSET_MAX_AGE = 86400  # seconds
+# What Swagger UI needs, nothing more: its script and styles from here (React sets its inline styles through the
+# DOM, which style-src does not restrict), the icons its CSS holds as data: URLs, and fetches of /openapi.json and
+# of "Try it out" to this origin.
+DOCS_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+DOCS_PAGE = f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(spec.config.title)}</title>
+<link rel="stylesheet" href="docs/{ASSET_VERSION}/index.css">
+<link rel="stylesheet" href="docs/{ASSET_VERSION}/swagger-ui.css">
+<link rel="icon" type="image/png" href="docs/{ASSET_VERSION}/favicon-32x32.png">
+</head>
+<body>
+<div id="swagger-ui"></div>
+<script src="docs/{ASSET_VERSION}/swagger-ui-bundle.js"></script>
+<script src="docs/{ASSET_VERSION}/swagger-init.js"></script>
+</body>
+</html>
+"""
+
+
 @docs.get("/docs")
 @limiter.exempt
 def swagger_ui():
-    # spectree's own page: Swagger UI loaded from the unpkg CDN (spectree's default; its "offline" extra would
-    # inline several MB of JavaScript). A relative URL keeps working behind a proxy that adds a path prefix.
-    page = spec.config.page_templates["swagger"].format(
-        spec_url="openapi.json", spec_path="docs", **spec.config.swagger_oauth2_config()
-    )
-    return page, 200, {"Content-Type": "text/html; charset=utf-8"}
+    # Relative asset URLs ("docs/..." from /docs): right behind a proxy that adds a path prefix too.
+    return DOCS_PAGE, 200, {"Content-Type": "text/html; charset=utf-8", "Content-Security-Policy": DOCS_CSP}
+
+
+@docs.get("/docs/<version>/<name>")
+@limiter.exempt
+def swagger_asset(version: str, name: str):
+    if version != ASSET_VERSION:
+        abort(404)  # an older page's URL: a 404 rather than today's file cached for a day under that name
+    if name == "swagger-init.js":
+        response = flask.Response(INIT_JS, mimetype="text/javascript")
+        response.cache_control.public = True
+        response.cache_control.max_age = ASSET_MAX_AGE
+    elif name in SWAGGER_UI_FILES:
+        response = send_file(SWAGGER_UI_DIST / name, mimetype=SWAGGER_UI_FILES[name], max_age=ASSET_MAX_AGE)
+    else:
+        abort(404)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
