@@ -34,8 +34,10 @@ def create_app(test_config: Mapping | None = None) -> Flask:
         RATELIMIT_STORAGE_URI=settings.ratelimit_storage_uri,
         RATELIMIT_STORAGE_OPTIONS=storage_options(settings.ratelimit_storage_uri),
         # A request over its limit takes nothing: with costs (a batch counts its images), a fixed window would
-        # still add a refused batch to the count and leave the client less than the limit allows.
-        RATELIMIT_STRATEGY="moving-window",
+        # still add a refused batch to the count and leave the client less than the limit allows. Two counters a
+        # key (this window's and the last one's, weighted by how much of it is still inside the sliding window): a
+        # moving window's list of every hit cost time with each request as it grew.
+        RATELIMIT_STRATEGY="sliding-window-counter",
         RATELIMIT_HEADERS_ENABLED=True,
         RATELIMIT_SWALLOW_ERRORS=True,
         RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
