@@ -1,7 +1,9 @@
 PYTHON ?= python3
-PIP ?= $(PYTHON) -m pip
-# Debian packages: curl for the README examples; wrk for the benchmark; nginx and redis-server for the deployment test; Cyrillic typewriter and serif faces for the synthetic captcha generator; chromium for the browser end-to-end test.
-APT_PACKAGES = curl wrk nginx redis-server fonts-freefont-ttf fonts-liberation2 fonts-urw-base35 fonts-paratype fonts-cmu fonts-dejavu-core chromium
+# Everything is installed into this virtual environment: Debian's and Ubuntu's Python refuse system-wide installs.
+VENV ?= .venv
+VPY := $(VENV)/bin/python
+# Debian packages: curl for the README examples; wrk for the benchmark; nginx and redis-server for the deployment test; Cyrillic typewriter and serif faces for the synthetic captcha generator; chromium for the browser end-to-end tests.
+APT_PACKAGES = python3-venv curl wrk nginx redis-server fonts-freefont-ttf fonts-liberation2 fonts-urw-base35 fonts-paratype fonts-cmu fonts-dejavu-core chromium
 
 .PHONY: install-system install install-serve serve test lint
 
@@ -10,19 +12,28 @@ install-system:
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(APT_PACKAGES); \
 	else echo "not root or no apt-get: install $(APT_PACKAGES) yourself"; fi
 
-install: install-system
-	$(PIP) install -r requirements-dev.txt
+# The virtual environment; where venv cannot make one (Debian without python3-venv), root installs that package.
+$(VPY):
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+		rm -rf $(VENV); \
+		if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+			apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-venv \
+			&& $(PYTHON) -m venv $(VENV); \
+		else echo "$(PYTHON) -m venv failed: install python3-venv (Debian/Ubuntu) and run make again"; exit 1; fi; }
+
+install: install-system $(VPY)
+	$(VPY) -m pip install -r requirements-dev.txt
 	npm ci --prefix clients/node
 
-install-serve:
-	$(PIP) install -r requirements.txt
+install-serve: $(VPY)
+	$(VPY) -m pip install -r requirements.txt
 
 serve: install-serve
-	$(PYTHON) -m gunicorn -c gunicorn.conf.py
+	$(VPY) -m gunicorn -c gunicorn.conf.py
 
 test: install
-	$(PYTHON) -m pytest
-	PYTHON=$(PYTHON) npm test --prefix clients/node
+	$(VPY) -m pytest
+	PYTHON=$(abspath $(VPY)) npm test --prefix clients/node
 
 lint:
-	$(PYTHON) -m ruff check . && $(PYTHON) -m ruff format --check .
+	$(VPY) -m ruff check . && $(VPY) -m ruff format --check .
