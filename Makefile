@@ -21,12 +21,14 @@ $(VPY):
 			&& $(PYTHON) -m venv $(VENV); \
 		else echo "$(PYTHON) -m venv failed: install python3-venv (Debian/Ubuntu) and run make again"; exit 1; fi; }
 
+# The project itself (editable), with its training and test extras, and the Python client.
 install: install-system $(VPY)
-	$(VPY) -m pip install -r requirements-dev.txt
+	$(VPY) -m pip install -e '.[train,dev]' -e ./clients/python
 	npm ci --prefix clients/node
 
+# The project (editable: the checkout is what runs) with its serving dependencies (requirements.txt).
 install-serve: $(VPY)
-	$(VPY) -m pip install -r requirements.txt
+	$(VPY) -m pip install -e .
 
 serve: install-serve
 	$(VPY) -m gunicorn -c gunicorn.conf.py

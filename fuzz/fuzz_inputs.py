@@ -14,8 +14,6 @@ from pathlib import Path
 
 import atheris
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 with atheris.instrument_imports(include=["captcha_api", "PIL", "werkzeug"]):
     from flask import Flask
 

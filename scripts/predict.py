@@ -11,12 +11,10 @@ import logging
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from captcha_api.ocr.errors import CaptchaError  # noqa: E402
-from captcha_api.ocr.metadata import DEFAULT_MODEL  # noqa: E402
-from captcha_api.ocr.runtime import Recognizer  # noqa: E402
-from captcha_api.training.data import IMAGE_SUFFIXES  # noqa: E402
+from captcha_api.ocr.errors import CaptchaError
+from captcha_api.ocr.metadata import DEFAULT_MODEL
+from captcha_api.ocr.runtime import Recognizer
+from captcha_api.training.data import IMAGE_SUFFIXES
 
 
 def collect(targets: list[str]) -> list[Path]:

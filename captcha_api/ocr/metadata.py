@@ -9,7 +9,15 @@ from pathlib import Path
 from .alphabet import Alphabet
 from .preprocess import IMAGE_HEIGHT, IMAGE_WIDTH
 
-MODEL_DIR = Path(__file__).resolve().parents[2] / "model"
+
+def _shipped_models() -> Path:
+    """The folder of the shipped models: inside the package once installed (pyproject.toml maps model/ to
+    captcha_api/shipped_model), else model/ beside the package in a checkout."""
+    installed = Path(__file__).resolve().parents[1] / "shipped_model"
+    return installed if installed.is_dir() else Path(__file__).resolve().parents[2] / "model"
+
+
+MODEL_DIR = _shipped_models()
 DEFAULT_MODEL = MODEL_DIR / "fssp"
 
 
