@@ -1,13 +1,21 @@
-"""The command-line tools: generate, train (with resume), evaluate --json, export, scripts/predict.py."""
+"""The command-line tools: generate, train (with resume), evaluate --json, export, serve, scripts/predict.py, and
+what a new user reads: --help, and the output of a training run."""
 
+import argparse
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
 
 import pytest
 
-from captcha_api.__main__ import main
+from captcha_api.__main__ import build_parser, main
 from captcha_api.ocr.metadata import ModelMetadata
+from captcha_api.process import free_port
 
 from .conftest import ROOT
 
@@ -175,3 +183,84 @@ def test_train_on_a_folder_needs_a_name_and_readable_lengths(own_style, tmp_path
                 str(tmp_path / "r"),
             ]
         )
+
+
+def test_help_names_every_command_and_explains_every_option(capsys):
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    overview = capsys.readouterr().out
+    assert all(name in parser.description and f"    {name} " in overview for name in commands)
+    for name, command in commands.items():
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        text = " ".join(capsys.readouterr().out.split())  # as one line: the wrapping is the terminal's
+        assert "%%" not in text, name
+        for action in command._actions:
+            assert action.help, f"{name} {action.option_strings}: no help"
+            if action.default not in (None, False, [], argparse.SUPPRESS) and "default" not in action.help:
+                assert f"(default: {action.default})" in text, f"{name} {action.option_strings}: no default"
+    assert "15% of the images are held out" in " ".join(commands["train"].format_help().split())
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_serve_writes_each_line_once_in_its_format(tiny_artifact, tmp_path, log_format):
+    """The development server: one handler (the app's, in CAPTCHA_LOG_FORMAT) and one access line a request."""
+    port = free_port()
+    env = {**os.environ, "CAPTCHA_HOST": "127.0.0.1", "CAPTCHA_PORT": str(port), "CAPTCHA_API_KEYS": ""}
+    env |= {"CAPTCHA_MODEL": str(tiny_artifact), "CAPTCHA_RUNTIME": "onnx", "CAPTCHA_LOG_FORMAT": log_format}
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "w") as log:  # a file, not a pipe: a full pipe would stall the server
+        server = subprocess.Popen(
+            [sys.executable, "-m", "captcha_api", "serve"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            # Ready once it says so: polling /health would write access lines of its own.
+            deadline = time.monotonic() + 60
+            while "CTRL+C" not in log_path.read_text() and server.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as response:
+                assert response.status == 200
+            server.send_signal(signal.SIGINT)  # Ctrl+C
+            assert server.wait(30) == 0
+        finally:
+            if server.poll() is None:
+                server.kill()
+                server.wait()
+    lines = log_path.read_text().splitlines()
+    health = [line for line in lines if "GET /health" in line]
+    assert len(health) == 1, lines
+    assert sum("loaded model" in line for line in lines) == 1, lines
+    logged = [line for line in lines if not line.startswith(" * ")]  # Flask prints its banner; it does not log it
+    if log_format == "json":
+        records = [json.loads(line) for line in logged]
+        assert [r["path"] for r in records if r["logger"] == "captcha_api.access"] == ["/health"]
+    else:
+        assert "captcha_api.access: GET /health 200" in health[0]
+        assert not any(line.startswith("{") for line in logged)
+    # The development server's colours, stripped: no escape code, raw or as each format writes it.
+    assert not any(code in line for line in lines for code in ("\x1b", "\\x1b", "\\u001b"))
+
+
+# What TensorFlow, absl, Keras and tf2onnx print around a training run: C++ log lines (absl's "I0000 00:00:..." and
+# the older "I tensorflow/..."), CPU and CUDA notices, tf2onnx's conversion notes, Python warnings from their
+# internals, and Keras' bar redrawn with escape codes and backspaces where nothing redraws it.
+NOISE = ("oneDNN", "TF_ENABLE_ONEDNN_OPTS", "cuda", "cuInit", "cpu_feature_guard", "This TensorFlow binary", "absl")
+NOISE += ("I tensorflow/", "W tensorflow/", "E tensorflow/", "E external/", "tf2onnx", "\x1b[", "\b")
+NOISE_LINES = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d|\w+Warning: ", re.MULTILINE)
+
+
+def test_train_prints_progress_and_the_held_out_figure_without_framework_noise(own_style, tmp_path):
+    # As in a new user's shell: the tests' own process may have set a TensorFlow log level when it loaded Keras.
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    args = ["train", "--data", str(own_style), "--name", "latin", "--epochs", "1", "--real-repeat", "2"]
+    args += ["--batch-size", "8", "--out-dir", str(tmp_path / "model"), "--work-dir", str(tmp_path / "run")]
+    done = subprocess.run(
+        [sys.executable, "-m", "captcha_api", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "epoch 1: loss=" in output and "held-out real images: 15, exact match" in output
+    assert [marker for marker in NOISE if marker.lower() in output.lower()] == [], output
+    assert NOISE_LINES.findall(output) == [], output

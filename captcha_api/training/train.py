@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import platform
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -322,8 +323,11 @@ def train(config: TrainConfig) -> Path:
         epochs=config.epochs,
         initial_epoch=state["epoch"],
         validation_data=validation_data,
-        callbacks=[progress],
-        verbose=1,
+        # Keras' bar before Progress, so an epoch's bar is finished before its log line. A bar redrawn in place on a
+        # terminal; elsewhere (a log file, a pipe) one line an epoch: Keras redraws on any POSIX stdout, filling a log
+        # with escape codes and backspaces.
+        callbacks=[keras.callbacks.ProgbarLogger(), progress],
+        verbose=1 if sys.stdout.isatty() else 2,
     )
     keras_path, _, _ = artifact_paths(config.out_dir / config.name)
     log.info(
