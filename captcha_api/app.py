@@ -34,10 +34,10 @@ def create_app(test_config: Mapping | None = None) -> Flask:
         RATELIMIT_STORAGE_URI=settings.ratelimit_storage_uri,
         RATELIMIT_STORAGE_OPTIONS=storage_options(settings.ratelimit_storage_uri),
         # A request over its limit takes nothing: with costs (a batch counts its images), a fixed window would
-        # still add a refused batch to the count and leave the client less than the limit allows. Two counters a
-        # key (this window's and the last one's, weighted by how much of it is still inside the sliding window): a
-        # moving window's list of every hit cost time with each request as it grew.
-        RATELIMIT_STRATEGY="sliding-window-counter",
+        # still add a refused batch to the count and leave the client less than the limit allows. A moving window
+        # also says exactly when the oldest hit leaves it (Retry-After); a sliding-window counter, weighting the last
+        # window's count, sent clients back too early, again and again.
+        RATELIMIT_STRATEGY="moving-window",
         RATELIMIT_HEADERS_ENABLED=True,
         RATELIMIT_SWALLOW_ERRORS=True,
         RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
@@ -76,7 +76,11 @@ def storage_options(uri: str) -> dict:
 
 def _retry_after_only_when_limited(response):
     """Flask-Limiter adds Retry-After to every answer of a limited route; clients that honour it would then wait
-    after a 400 or a 503 for no reason. Only a 429 says when to come back."""
+    after a 400 or a 503 for no reason. Only a 429 says when to come back, and never "0": Flask-Limiter rounds the
+    wait down, so a window that frees in 0.4 s said 0, and a client retrying at once was refused again until its
+    retries ran out."""
     if response.status_code != 429:
         response.headers.pop("Retry-After", None)
+    elif response.headers.get("Retry-After", "").isdigit():
+        response.headers["Retry-After"] = str(max(1, int(response.headers["Retry-After"])))
     return response
