@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections import Counter
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 from spectree import Response
 
-from . import __version__
+from . import __version__, context
 from . import schemas as s
 from .errors import error_body
 from .extensions import limiter
@@ -203,5 +203,6 @@ def predict_batch():
             failed[outcome.code] += 1
         else:
             results.append({"index": index, "success": True, **_reading(outcome)})
-    g.batch_size, g.image_errors = len(items), failed  # for the metrics, when they are on
+    record = context.current()  # for the metrics, when they are on
+    record.batch_size, record.image_errors = len(items), failed
     return jsonify({"success": True, "total": len(results), "results": results})

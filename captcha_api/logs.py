@@ -11,8 +11,10 @@ import time
 import uuid
 from datetime import UTC, datetime
 
-from flask import Flask, g, has_request_context, request
+from flask import Flask, has_request_context, request
 from pythonjsonlogger.json import JsonFormatter
+
+from . import context
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s"
@@ -60,8 +62,8 @@ class RequestIdFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id") and has_request_context():
-            request_id = g.get("request_id")
-            if request_id:
+            request_id = context.current().request_id
+            if request_id != "-":
                 record.request_id = request_id
         return True
 
@@ -86,14 +88,15 @@ def configure(level: str, log_format: str = "json") -> None:
 
 def _start():
     given = request.headers.get("X-Request-ID", "")
-    g.request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
-    g.started = time.perf_counter()
+    record = context.current()
+    record.request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
+    record.started = time.perf_counter()
 
 
 def _finish(response):
-    started = g.get("started")
-    latency = (time.perf_counter() - started) * 1000 if started else 0.0
-    request_id = g.get("request_id", "-")
+    record = context.current()
+    latency = record.seconds() * 1000
+    request_id = record.request_id
     response.headers["X-Request-ID"] = request_id
     # The message keeps the text format's line; the fields are what a JSON reader filters on. The path, never the
     # query string or the body.

@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, current_app, request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 from werkzeug.exceptions import NotFound
 
-from . import __version__
+from . import __version__, context
 from .config import is_loopback
 from .extensions import limiter
 
@@ -157,23 +156,20 @@ class Metrics:
 
 def _recorder(metrics: Metrics):
     def record(response):
-        # Each proxy look-up (request, g) costs about a microsecond: resolve each once, then read plain attributes.
+        # Each proxy look-up costs about a microsecond: resolve the request once, then read plain attributes.
         req = request._get_current_object()
-        state = vars(g._get_current_object())
-        started = state.get("started")
-        seconds = time.perf_counter() - started if started else 0.0
+        record = context.current()
+        seconds = record.seconds()
         rule = req.url_rule
         # The route's rule, not the path: a scan of random paths must not create a series per path.
         route = rule.rule if rule is not None else "unmatched"
         method = req.method if req.method in METHODS else "other"
         metrics.count_request(route, method, response.status_code, seconds)
-        code = state.get("error_code")
-        if code:
-            metrics.count_error(code, "request")
-        batch_size = state.get("batch_size")
-        if batch_size is not None:
-            metrics.batch_size.observe(batch_size)
-            for image_code, count in state.get("image_errors", {}).items():
+        if record.error_code:
+            metrics.count_error(record.error_code, "request")
+        if record.batch_size is not None:
+            metrics.batch_size.observe(record.batch_size)
+            for image_code, count in record.image_errors.items():
                 metrics.count_error(image_code, "image", count)
         return response
 
