@@ -4,7 +4,9 @@ import base64
 import io
 
 import pytest
+from flask import abort, request
 from PIL import Image
+from werkzeug.test import encode_multipart
 
 from .conftest import KEY, encode, json_lines
 
@@ -189,6 +191,82 @@ def test_unknown_route_and_wrong_method_are_json(client):
     assert_error(client.delete("/health"), 405, "method_not_allowed")
 
 
+def message(response) -> str:
+    return response.get_json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "method, path, expected",
+    [
+        ("GET", "/predict", "GET is not allowed on /predict: use POST"),
+        ("PUT", "/predict-batch", "PUT is not allowed on /predict-batch: use POST"),
+        ("DELETE", "/health", "DELETE is not allowed on /health: use GET"),
+        ("POST", "/info", "POST is not allowed on /info: use GET"),
+    ],
+)
+def test_a_wrong_method_is_told_the_method_to_use(client, method, path, expected):
+    response = client.open(path, method=method)
+    assert_error(response, 405, "method_not_allowed")
+    assert message(response) == expected
+    assert "POST" in response.headers["Allow"] or "GET" in response.headers["Allow"]
+
+
+@pytest.mark.parametrize("path", ["/", "/predictt", "/api/predict"])
+def test_an_unknown_path_points_to_the_docs_and_health(make_app, path):
+    client = make_app().test_client()  # no key: a new user's first request
+    response = client.get(path)
+    assert_error(response, 404, "not_found")
+    assert f"nothing is served at {path}" in message(response)
+    assert "/docs" in message(response) and "/health" in message(response)
+
+
+def test_a_404_on_the_metrics_listener_points_to_the_api_port(make_app):
+    client = make_app(metrics_port=9100, port=5000).test_client()
+    response = client.get("/docs", base_url="http://localhost:9100")  # /docs is not served there
+    assert_error(response, 404, "not_found")
+    assert "/metrics only" in message(response) and "CAPTCHA_PORT (5000)" in message(response)
+
+
+def test_a_multipart_text_field_over_flask_limit_says_to_send_a_file(client):
+    # curl -F "image=<captcha.png" sends the file as a text field, which Flask holds in memory up to 500 000 bytes.
+    # Encoded here, in memory: the test client would spool a body this long to a temporary file it never closes.
+    boundary, body = encode_multipart({"image": "A" * 600_000})
+    response = client.post("/predict", data=body, content_type=f"multipart/form-data; boundary={boundary}")
+    assert_error(response, 413, "payload_too_large")
+    assert "500000 bytes (Flask's MAX_FORM_MEMORY_SIZE)" in message(response)
+    assert "send the image as a file part" in message(response)
+
+
+def test_too_many_multipart_parts_names_the_batch_limit(make_app):
+    client = make_app(max_batch=5).test_client()
+    # Text parts: werkzeug leaves the spooled files of file parts it read before the 413 to the garbage collector,
+    # whose ResourceWarning pytest would report against this test.
+    parts = {"images": ["x"] * 1001}
+    response = client.post("/predict-batch", data=parts, content_type="multipart/form-data", headers={"X-API-Key": KEY})
+    assert_error(response, 413, "payload_too_large")
+    assert "more than 1000 parts (Flask's MAX_FORM_PARTS)" in message(response)
+    assert "at most 5 files 'images' to /predict-batch (CAPTCHA_MAX_BATCH)" in message(response)
+
+
+def test_a_body_werkzeug_finds_too_long_names_the_setting(make_app):
+    # The guard reads the bodies of POST, PUT, PATCH and DELETE; a view that read another method's body would meet
+    # werkzeug's own check of MAX_CONTENT_LENGTH, set from CAPTCHA_MAX_BODY_BYTES.
+    app = make_app(max_body_bytes=2048, max_image_bytes=1024)
+    app.add_url_rule("/echo", "echo", lambda: request.get_data(), methods=["GET"])
+    response = app.test_client().get("/echo", data=b"x" * 5000, headers={"X-API-Key": KEY})
+    assert_error(response, 413, "payload_too_large")
+    assert message(response) == "the request body is larger than 2048 bytes (CAPTCHA_MAX_BODY_BYTES)"
+
+
+def test_a_description_given_at_the_raise_site_is_kept(make_app):
+    app = make_app()
+    app.add_url_rule("/gone", "gone", lambda: abort(404, "that model was retired"))
+    app.add_url_rule("/big", "big", lambda: abort(413, "that is too much"))
+    client = app.test_client()
+    assert message(client.get("/gone", headers={"X-API-Key": KEY})) == "that model was retired"
+    assert message(client.get("/big", headers={"X-API-Key": KEY})) == "that is too much"
+
+
 def test_no_model_is_503(make_app, tmp_path, png):
     app = make_app(model=tmp_path / "missing")
     client = app.test_client()
@@ -236,7 +314,7 @@ def test_broken_model_files_give_503_not_a_crash(make_app, tiny_artifact, tmp_pa
     import shutil
 
     base = tmp_path / "broken"
-    for suffix in (".keras", ".onnx", ".json"):
+    for suffix in (".onnx", ".json"):
         shutil.copy(tiny_artifact.with_suffix(suffix), base.with_suffix(suffix))
     if damage == "corrupt-onnx":
         base.with_suffix(".onnx").write_bytes(b"not an onnx model")

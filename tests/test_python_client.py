@@ -34,9 +34,13 @@ from captcha_api.process import GunicornProcess, free_port
 from captcha_api.training.generator import sample
 
 from .conftest import KEY, ROOT, encode
+from .test_server import example_labels
+
+pytestmark = pytest.mark.integration  # starts real servers or tools: see pyproject.toml
 
 README = ROOT / "README.md"
 README_SECTION = "## Python client"
+CLIENT_README = ROOT / "clients" / "python" / "README.md"
 ALPHABET = "2456789бвгджклмнпрст"
 
 
@@ -50,6 +54,14 @@ def samples() -> list[tuple[bytes, str]]:
 def service(tmp_path_factory):
     env = {"CAPTCHA_API_KEYS": KEY, "CAPTCHA_WORKERS": "1"}
     with GunicornProcess(env, tmp_path_factory.mktemp("client") / "server.log") as process:
+        yield process.url
+
+
+@pytest.fixture(scope="module")
+def open_service(tmp_path_factory):
+    """The service as a new user first starts it: no API key, open on loopback."""
+    env = {"CAPTCHA_API_KEYS": "", "CAPTCHA_WORKERS": "1"}
+    with GunicornProcess(env, tmp_path_factory.mktemp("open") / "server.log") as process:
         yield process.url
 
 
@@ -449,20 +461,41 @@ def readme_python_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", section.group(1), flags=re.S)
 
 
-def test_readme_examples_run_as_written(service, samples, tmp_path, monkeypatch, capsys):
+def client_readme_python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", CLIENT_README.read_text(encoding="utf-8"), flags=re.S)
+
+
+def run_readme_examples(url: str, monkeypatch, capsys) -> tuple[str, str]:
+    """Run the README's examples as a reader does, from the project's root; their output, and the text of the sample
+    captcha they read."""
     blocks = readme_python_blocks()
     assert len(blocks) >= 3
-    png, text = samples[0]
-    (tmp_path / "captcha.png").write_bytes(png)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("CAPTCHA_API_KEY", KEY)
+    samples = {name for block in blocks for name in re.findall(r"examples/([^\s\"')]+)", block)}
+    assert len(samples) == 1, samples  # one captcha, so every reading of it can be counted
+    text = example_labels()[samples.pop()]
+    monkeypatch.chdir(ROOT)
+    blocks += client_readme_python_blocks()
     for number, block in enumerate(blocks, 1):
         assert "http://localhost:5000" in block, block
-        code = block.replace("http://localhost:5000", service)
-        exec(compile(code, f"{README.name} Python client block {number}", "exec"), {"__name__": "__readme__"})
-    output = capsys.readouterr().out
-    assert output.count(text) >= 5, output  # file, bytes, data URL and batch readings of captcha.png
+        code = block.replace("http://localhost:5000", url)
+        exec(compile(code, f"README Python client block {number}", "exec"), {"__name__": "__readme__"})
+    return capsys.readouterr().out, text
+
+
+def check_readme_output(output: str, text: str) -> None:
+    assert output.count(text) >= 6, output  # file, bytes, data URL and batch readings, and the client README's
     assert "'model_loaded': True" in output
     assert "3 invalid_base64" in output and "refused: 400 invalid_image" in output, output
     assert "[('captcha-v2', False), ('fssp', True)]" in output and "no such model: 404 unknown_model" in output, output
     assert re.search(r"^[2456789]{5}$", output, flags=re.M), output  # the reading under charset and length
+
+
+def test_readme_examples_run_as_written_on_the_default_keyless_service(open_service, monkeypatch, capsys):
+    # A new user's shell: no CAPTCHA_API_KEY (the examples must not need it), a service with no key.
+    monkeypatch.delenv("CAPTCHA_API_KEY", raising=False)
+    check_readme_output(*run_readme_examples(open_service, monkeypatch, capsys))
+
+
+def test_readme_examples_send_the_key_from_the_environment(service, monkeypatch, capsys):
+    monkeypatch.setenv("CAPTCHA_API_KEY", KEY)  # the service has keys: without this one, every call would be a 401
+    check_readme_output(*run_readme_examples(service, monkeypatch, capsys))

@@ -17,6 +17,8 @@ from captcha_api.training.data import read_labels
 
 from .conftest import ROOT, json_lines, wait_for_workers
 
+pytestmark = pytest.mark.integration  # starts real servers or tools: see pyproject.toml
+
 
 def http(method, url, body=None, headers=None, timeout=30):
     data = json.dumps(body).encode() if body is not None else None
@@ -101,24 +103,47 @@ def readme_curl_lines() -> list[str]:
     return [line.strip() for block in blocks for line in block.splitlines() if line.strip().startswith("curl ")]
 
 
-def test_readme_curl_lines_work_as_written(server, fssp_real, tmp_path):
+EXAMPLES = ROOT / "examples"
+
+
+def example_labels() -> dict[str, str]:
+    """The sample captchas of examples/ and their texts, from the table of examples/README.md."""
+    text = (EXAMPLES / "README.md").read_text(encoding="utf-8")
+    return dict(re.findall(r"^\| `([^`/]+\.png)` \| (\S+) \|$", text, flags=re.M))
+
+
+def test_every_sample_captcha_is_labelled_and_licensed():
+    labels = example_labels()
+    assert len(labels) >= 3 and "d25sg.png" in labels, labels
+    assert sorted(labels) == sorted(path.name for path in EXAMPLES.glob("*.png"))
+    # The MIT licence of their origin travels with them: its text and the copyright line.
+    licence = (EXAMPLES / "LICENSE").read_text(encoding="utf-8")
+    assert "Copyright (c) 2020 Gleb Vazhenin" in licence and "Permission is hereby granted" in licence
+    assert "github.com/punkerpunker/captcha_solver" in (EXAMPLES / "README.md").read_text(encoding="utf-8")
+
+
+def test_readme_curl_lines_work_as_written(server):
     if not shutil.which("curl"):
         pytest.fail("curl is not installed (make install-system installs it)")
     lines = readme_curl_lines()
     assert len(lines) >= 4
-    folder = read_labels(fssp_real)
-    shutil.copy(folder.files[0], tmp_path / "test.png")
+    labels = example_labels()
     port = server.rsplit(":", 1)[1]
     for line in lines:
         command = line.replace("localhost:5000", f"127.0.0.1:{port}")
-        result = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        # As a reader runs them: from the project's root, on the sample captchas shipped in examples/.
+        result = subprocess.run(["bash", "-c", command], cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, (line, result.stderr)
         body = json.loads(result.stdout)
+        if "/predict" in line:
+            images = set(re.findall(r"examples/([^\s\"\\)]+)", line))
+            assert len(images) == 1 and images <= set(labels), (line, "not one sample of examples/", labels)
+            text = labels[images.pop()]
         if "/predict-batch" in line:
-            assert all(r["prediction"] == folder.texts[0] for r in body["results"]), body
+            assert all(r["prediction"] == text for r in body["results"]), body
         elif "/predict" in line:
-            assert body["prediction"] == folder.texts[0], body
-            assert folder.texts[0] in result.stdout  # readable Cyrillic in the raw answer, not \u escapes
+            assert body["prediction"] == text, body
+            assert text in result.stdout  # readable Cyrillic in the raw answer, not \u escapes
         else:
             assert "success" in body or "status" in body or "name" in body
 
