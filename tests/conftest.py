@@ -2,12 +2,15 @@ import io
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
+
+from scripts.make_test_model import FIXTURES, compiled_model, generated_batch  # noqa: F401 - used by the tests
+from scripts.make_test_model import build as build_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = Path(os.environ.get("CAPTCHA_DATASETS", ROOT.parent / "shared" / "datasets"))
@@ -40,49 +43,21 @@ def captcha_image() -> Image.Image:
     return image
 
 
-def generated_batch(seed: int, count: int):
-    """(x, y): `count` generated captchas as a model batch and padded CTC labels."""
-    from captcha_api.ocr.alphabet import FSSP
-    from captcha_api.ocr.preprocess import image_to_array
-    from captcha_api.training.data import encode_labels
-    from captcha_api.training.generator import sample
-
-    pairs = [sample(seed=seed, index=i) for i in range(count)]
-    x = np.stack([image_to_array(image) for image, _ in pairs])
-    return x, encode_labels([text for _, text in pairs], FSSP, 7)
-
-
-def compiled_model(learning_rate: float):
-    import keras
-
-    from captcha_api.ocr.alphabet import FSSP
-    from captcha_api.ocr.model import build_training_model, make_ctc_loss
-
-    model = build_training_model(FSSP.num_classes)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=make_ctc_loss(FSSP.blank_index))
-    return model
+@pytest.fixture(scope="session")
+def tiny_artifact(tmp_path_factory) -> Path:
+    """The tiny model as the service serves it: ONNX and metadata, committed in tests/fixtures (made by
+    `python -m scripts.make_test_model`), copied to a folder of its own. No TensorFlow needed."""
+    base = tmp_path_factory.mktemp("tiny") / "tiny"
+    for suffix in (".onnx", ".json"):
+        shutil.copy(FIXTURES / f"tiny{suffix}", base.with_suffix(suffix))
+    return base
 
 
 @pytest.fixture(scope="session")
-def tiny_artifact(tmp_path_factory) -> Path:
-    """A small real model: the project's network trained for a few steps, saved with metadata and ONNX export."""
-    import keras
-
-    from captcha_api.ocr.alphabet import FSSP
-    from captcha_api.ocr.metadata import ModelMetadata
-    from captcha_api.ocr.model import inference_model
-    from captcha_api.training.export import export_onnx
-
-    keras.utils.set_random_seed(0)
-    x, y = generated_batch(seed=7, count=16)
-    model = compiled_model(1e-3)
-    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
-    base = tmp_path_factory.mktemp("tiny") / "tiny"
-    inference_model(model).save(base.with_suffix(".keras"))
-    meta = ModelMetadata(name="tiny", alphabet=FSSP.chars, blank_index=FSSP.blank_index, max_length=7)
-    meta.save(base.with_suffix(".json"))
-    export_onnx(base.with_suffix(".keras"))
-    return base
+def tiny_keras_artifact(tmp_path_factory) -> Path:
+    """The same network trained here, with its Keras file, for the tests of the Keras runtime and of the export."""
+    pytest.importorskip("keras", reason="training dependencies (pip install '.[train]') are not installed")
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-keras") / "tiny")
 
 
 KEY = "test-key-0123456789abcdef"

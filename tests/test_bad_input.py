@@ -403,6 +403,7 @@ def alive(server: GunicornProcess) -> None:
     schemas.Reading.model_validate_json(body)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("case", LIVE, ids=[case.id for case in LIVE])
 def test_nasty_input_leaves_the_gunicorn_worker_alive(live_server, case):
     workers = live_server.worker_pids()
@@ -415,6 +416,7 @@ def test_nasty_input_leaves_the_gunicorn_worker_alive(live_server, case):
     assert "unhandled error" not in live_server.log()
 
 
+@pytest.mark.integration
 def test_gunicorn_refusals_leave_the_worker_alive(live_server):
     """Requests gunicorn's own parser refuses never reach the app, so their answer is gunicorn's HTML page, not the
     JSON envelope (nginx in deploy/ answers most of them first). The worker survives each."""
@@ -433,6 +435,7 @@ def test_gunicorn_refusals_leave_the_worker_alive(live_server):
     assert live_server.worker_pids() == workers
 
 
+@pytest.mark.integration
 def test_the_longest_documented_query_reaches_the_app(live_server):
     """Three options of 200 four-byte characters: 7.2 KB of request line, within what /openapi.json allows. Found
     by schemathesis: gunicorn's default limit of 4094 answered it with its own HTML 414."""

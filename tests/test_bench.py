@@ -12,6 +12,8 @@ from captcha_api.bench import TARGETS, multipart, verdicts
 
 from .conftest import ROOT
 
+pytestmark = pytest.mark.integration  # starts real servers or tools: see pyproject.toml
+
 
 def test_multipart_body_is_what_the_service_parses(client, png):
     body, content_type = multipart("image", [png])

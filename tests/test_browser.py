@@ -18,6 +18,8 @@ from captcha_api.process import GunicornProcess
 from .conftest import KEY, ROOT
 from .demo_site import create_demo_app
 
+pytestmark = pytest.mark.integration  # starts real servers or tools: see pyproject.toml
+
 NODE_CLIENT = ROOT / "clients" / "node"
 README = ROOT / "README.md"
 README_SECTION = "## Puppeteer example"

@@ -50,7 +50,7 @@ def test_evaluate_json_last_line(tiny_artifact, labelled, capsys):
 def test_evaluate_records_figures_in_metadata(tiny_artifact, labelled, tmp_path):
     import shutil
 
-    for suffix in (".keras", ".onnx", ".json"):
+    for suffix in (".onnx", ".json"):
         shutil.copy(tiny_artifact.with_suffix(suffix), tmp_path / f"copy{suffix}")
     model = tmp_path / "copy"
     assert main(["evaluate", "--data", str(labelled), "--model", str(model), "--record", "generated"]) == 0
@@ -75,9 +75,9 @@ def test_train_checkpoints_and_resumes(labelled, tmp_path, caplog):
     assert (tmp_path / "model" / "mini.keras").is_file()
 
 
-def test_export_cli_writes_onnx(tiny_artifact, tmp_path):
+def test_export_cli_writes_onnx(tiny_keras_artifact, tmp_path):
     out = tmp_path / "again.onnx"
-    assert main(["export", "--model", str(tiny_artifact.with_suffix(".keras")), "--out", str(out)]) == 0
+    assert main(["export", "--model", str(tiny_keras_artifact.with_suffix(".keras")), "--out", str(out)]) == 0
     assert out.stat().st_size > 100_000
 
 
@@ -204,6 +204,7 @@ def test_help_names_every_command_and_explains_every_option(capsys):
     assert "15% of the images are held out" in " ".join(commands["train"].format_help().split())
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("log_format", ["json", "text"])
 def test_serve_writes_each_line_once_in_its_format(tiny_artifact, tmp_path, log_format):
     """The development server: one handler (the app's, in CAPTCHA_LOG_FORMAT) and one access line a request."""

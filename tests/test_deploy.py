@@ -22,6 +22,8 @@ from captcha_api.process import GunicornProcess, free_port
 
 from .conftest import ROOT, encode
 
+pytestmark = pytest.mark.integration  # starts real servers or tools: see pyproject.toml
+
 SBIN = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
 NGINX = shutil.which("nginx", path=SBIN)
 REDIS = shutil.which("redis-server", path=SBIN)

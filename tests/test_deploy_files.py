@@ -25,6 +25,8 @@ from captcha_api.process import free_port
 
 from .conftest import ROOT, encode
 
+pytestmark = pytest.mark.integration  # starts real servers or tools: see pyproject.toml
+
 DEPLOY = ROOT / "deploy"
 # What every tested server runs (captcha_api.process.GunicornProcess): python -m gunicorn -c gunicorn.conf.py
 SERVE = ["python", "-m", "gunicorn", "-c", "gunicorn.conf.py"]

@@ -126,6 +126,7 @@ def service(tmp_path_factory):
         yield process.url
 
 
+@pytest.mark.integration
 def test_swagger_ui_renders_offline_under_its_csp(service, tmp_path):
     """A real browser that can reach no host but this one renders the page: the files came from the service, and
     the CSP blocked nothing (Chromium logs each violation, with the words below, to stderr)."""

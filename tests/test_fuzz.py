@@ -10,6 +10,8 @@ import pytest
 
 from .conftest import ROOT
 
+pytestmark = pytest.mark.integration  # starts real servers or tools: see pyproject.toml
+
 SECONDS = int(os.environ.get("CAPTCHA_FUZZ_SECONDS", "30"))
 
 

@@ -19,6 +19,8 @@ from scripts.hostile import many_values, post_json, refused_bodies, request, sca
 
 from .conftest import KEY, ROOT, json_lines
 
+pytestmark = pytest.mark.integration  # starts real servers or tools: see pyproject.toml
+
 OPEN = {"CAPTCHA_API_KEYS": "", "CAPTCHA_RATE_LIMIT": "", "CAPTCHA_BATCH_RATE_LIMIT": ""}
 
 

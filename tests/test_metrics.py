@@ -237,6 +237,7 @@ def answered_by(log: str, request_id: str) -> int:
     return next(r["pid"] for r in json_lines(log) if r.get("request_id") == request_id)
 
 
+@pytest.mark.integration
 def test_totals_are_the_same_whichever_worker_answers_the_scrape(tmp_path, generated_png):
     metrics_port = free_port()
     env = {
@@ -280,6 +281,7 @@ def test_totals_are_the_same_whichever_worker_answers_the_scrape(tmp_path, gener
     assert not Path(folder).exists()  # the temporary folder goes with the service
 
 
+@pytest.mark.integration
 def test_counts_survive_worker_recycling_and_dead_workers_leave_the_live_gauges(tmp_path, generated_png):
     folder = tmp_path / "prometheus"
     folder.mkdir()

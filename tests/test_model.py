@@ -42,18 +42,18 @@ def test_ctc_loss_ignores_padding():
     assert float(loss(short, logits)[0]) != pytest.approx(float(loss(longer, logits)[0]))
 
 
-def test_keras_and_onnx_agree_on_tiny_model(tiny_artifact):
+def test_keras_and_onnx_agree_on_tiny_model(tiny_keras_artifact):
     batch = np.stack([image_to_array(sample(seed=21, index=i)[0]) for i in range(6)])
-    keras_probs = KerasRuntime(tiny_artifact.with_suffix(".keras"))(batch)
-    onnx_probs = OnnxRuntime(tiny_artifact.with_suffix(".onnx"))(batch)
+    keras_probs = KerasRuntime(tiny_keras_artifact.with_suffix(".keras"))(batch)
+    onnx_probs = OnnxRuntime(tiny_keras_artifact.with_suffix(".onnx"))(batch)
     assert np.abs(keras_probs - onnx_probs).max() < 1e-4
 
 
-def test_recognizer_reads_bytes_with_either_runtime(tiny_artifact):
+def test_recognizer_reads_bytes_with_either_runtime(tiny_keras_artifact):
     from .conftest import encode
 
     data = encode(sample(seed=22, index=0)[0], "PNG")
-    readings = [Recognizer(tiny_artifact, runtime).read(data) for runtime in ("keras", "onnx")]
+    readings = [Recognizer(tiny_keras_artifact, runtime).read(data) for runtime in ("keras", "onnx")]
     assert readings[0].text == readings[1].text
     assert 0.0 <= readings[0].confidence <= 1.0
 
@@ -66,10 +66,10 @@ def test_onnx_threads_do_not_change_the_output(tiny_artifact):
 
 
 @pytest.mark.parametrize("runtime", ["onnx", "keras"])
-def test_a_batch_larger_than_one_model_call_reads_as_each_image_alone(tiny_artifact, runtime):
+def test_a_batch_larger_than_one_model_call_reads_as_each_image_alone(tiny_keras_artifact, runtime):
     count = 2 * MODEL_BATCH + 3
     batch = np.stack([image_to_array(sample(seed=24, index=i)[0]) for i in range(count)])
-    recognizer = Recognizer(tiny_artifact, runtime)
+    recognizer = Recognizer(tiny_keras_artifact, runtime)
     together = recognizer.read_arrays(batch)
     alone = [recognizer.read_arrays(array[None])[0] for array in batch]
     assert len(together) == count

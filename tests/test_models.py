@@ -16,7 +16,7 @@ def model_folder(tiny_artifact, tmp_path):
     character mapped to the mirrored one) and a model whose files are broken."""
     folder = tmp_path / "models"
     folder.mkdir()
-    for suffix in (".keras", ".onnx", ".json"):
+    for suffix in (".onnx", ".json"):
         shutil.copy(tiny_artifact.with_suffix(suffix), folder / f"tiny{suffix}")
         shutil.copy(tiny_artifact.with_suffix(suffix), folder / f"mirror{suffix}")
     meta = json.loads((folder / "mirror.json").read_text())

@@ -9,7 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from captcha_api.process import GunicornProcess
+
+pytestmark = pytest.mark.integration  # starts real servers or tools: see pyproject.toml
 
 KEY = "schemathesis-key-0123456789abcdef"
 # Bounded: about 400 requests in all, under 30 s on two busy cores. A fixed seed makes a CI failure replayable
