@@ -315,3 +315,29 @@ def test_nginx_answers_its_own_errors_in_the_api_envelope(make_fleet, captcha):
         instance.stop()
     down = predict(fleet.url, captcha)
     assert down.status_code == 503 and down.json()["error"]["code"] == "service_unavailable"
+
+
+def test_nginx_bounds_the_requests_one_address_has_in_flight(make_fleet, captcha):
+    """Stalled bodies from one address hold at most 64 requests in nginx; the next one from there is a JSON 429,
+    and once they are gone the address is served again."""
+    import socket
+
+    fleet = make_fleet()
+    host, port = fleet.url.removeprefix("http://").split(":")
+    stalled = []
+    try:
+        for _ in range(64):
+            sock = socket.create_connection((host, int(port)))
+            sock.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 999\r\n\r\n{"
+            )
+            stalled.append(sock)
+        time.sleep(0.5)  # each one's headers read: counted
+        refused = predict(fleet.url, captcha)
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited", refused.text
+        assert refused.headers["Retry-After"] == "1"
+    finally:
+        for sock in stalled:
+            sock.close()
+    time.sleep(0.5)
+    assert predict(fleet.url, captcha).status_code == 200
