@@ -147,7 +147,7 @@ def test_compose_matches_the_tested_fleet():
             image_env.update(env_pairs(arguments))
     assert sorted(host for host, _ in upstreams) == ["api1", "api2"]
     assert {port for _, port in upstreams} == {image_env["CAPTCHA_PORT"]}
-    known = {PREFIX + field.upper() for field in Settings.__dataclass_fields__}
+    known = {PREFIX + field.upper() for field in Settings.model_fields}
     for name in ("api1", "api2"):
         api = services[name]
         assert (ROOT / api["build"]["context"].replace("..", ".") / api["build"]["dockerfile"]).is_file()
