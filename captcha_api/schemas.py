@@ -90,7 +90,7 @@ class PredictJson(_BodyOptions):
 class PredictForm(_FormOptions):
     """One image file in the multipart field 'image'."""
 
-    image: BaseFile = Field(description="The image file: PNG, JPEG, BMP, TIFF, GIF or WebP.")
+    image: BaseFile = Field(description="The image file: PNG, JPEG, BMP, GIF or WebP.")
 
 
 class BatchJson(_BodyOptions):
