@@ -13,6 +13,7 @@ from gunicorn.glogging import Logger
 
 from captcha_api.config import PREFIX, ConfigError, is_loopback, load_settings
 from captcha_api.logs import make_formatter
+from captcha_api.worker import StalledClientFilter
 
 # Validate CAPTCHA_* once in the master, so a bad setting stops start-up with its message: one line, no traceback.
 try:
@@ -32,12 +33,12 @@ if _settings.metrics_port:
 workers = _settings.workers
 # gevent workers: each connection is a greenlet, so a client that is slow to send, or sends nothing, holds a few KB
 # and a socket, not a worker (a sync worker was held until `timeout` killed it: two such clients stopped the
-# service). Waits for a client's request are bounded: headers within `keepalive` seconds (gunicorn's gevent worker),
-# the body within CAPTCHA_BODY_TIMEOUT (captcha_api/guard.py). Reading an image and the model are CPU work, run one
+# service). Every wait for a client is bounded: headers within `keepalive` seconds (gunicorn's gevent worker), the
+# body within CAPTCHA_BODY_TIMEOUT (captcha_api/guard.py), any one read or write of a connection (an answer the
+# client does not read) about as long (captcha_api/worker.py). Reading an image and the model are CPU work, run one
 # at a time per worker, with bounded cost (captcha_api/ocr/preprocess.py). A worker holds at most
-# `worker_connections` connections; nginx in front (deploy/nginx.conf) also bounds how long an answer may take to
-# be read (send_timeout).
-worker_class = "gevent"
+# `worker_connections` connections.
+worker_class = "captcha_api.worker.CaptchaWorker"
 worker_connections = _settings.worker_connections
 timeout = _settings.timeout
 graceful_timeout = _settings.graceful_timeout
@@ -69,6 +70,7 @@ class CaptchaLogger(Logger):
 
     def setup(self, cfg):
         super().setup(cfg)
+        self.error_log.addFilter(StalledClientFilter())
         if _settings.log_format == "json":
             for handler in self.error_log.handlers:
                 handler.setFormatter(make_formatter("json"))

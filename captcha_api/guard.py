@@ -24,6 +24,7 @@ from contextlib import nullcontext
 from flask import Flask, request
 
 from .errors import error_response
+from .security import key_is_valid
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 CHUNK = 64 * 1024
@@ -58,24 +59,36 @@ def _deadline(seconds: float):
 class BodyGuard:
     """WSGI middleware: reads the request body with a deadline, a size limit and a per-process memory budget."""
 
-    def __init__(self, app, max_body_bytes: int, timeout: float, max_buffered_bytes: int):
+    def __init__(self, app, max_body_bytes: int, timeout: float, max_buffered_bytes: int, api_keys=()):
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.timeout = timeout
         self.max_buffered_bytes = max_buffered_bytes
+        self.api_keys = tuple(api_keys)
         self.buffered = 0  # bytes held right now by the bodies this process is reading or serving
 
     def __call__(self, environ, start_response):
         if environ.get("REQUEST_METHOD") not in BODY_METHODS:
             return self.app(environ, start_response)
-        held = [0]
+        if self.api_keys and not key_is_valid(environ.get("HTTP_X_API_KEY", ""), self.api_keys):
+            # Without a right key the request is refused (401, or 429 once locked out) before its body matters:
+            # nothing of it is read or held, so keyless clients cannot fill the budget of those with keys.
+            return self.app(environ, start_response)
+        held, whole = [0], False
         try:
             body = self._read(environ, held)
+            whole = True
         except _Refused as refused:
-            self.buffered -= held[0]
-            held[0] = 0
             environ[REFUSED] = refused.answer
             body = b""
+        except Exception as error:  # noqa: BLE001 - a broken body (bad chunk, reset): whatever the server raised
+            environ[REFUSED] = (400, "bad_request", f"the request body could not be read: {error}", {})
+            body = b""
+        finally:
+            if not whole:
+                # What a refused, broken or interrupted body had taken goes back at once, however the read ended.
+                self.buffered -= held[0]
+                held[0] = 0
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
         # The body is whole now: werkzeug must read it by its length, not as an open-ended chunked stream.
@@ -154,5 +167,7 @@ def init_app(app: Flask) -> None:
     """Wrap the app in the guard and answer its refusals; after the request id exists, before the API key check
     (a body that never arrived cannot be judged)."""
     settings = app.config["SETTINGS"]
-    app.wsgi_app = BodyGuard(app.wsgi_app, settings.max_body_bytes, settings.body_timeout, settings.max_buffered_bytes)
+    app.wsgi_app = BodyGuard(
+        app.wsgi_app, settings.max_body_bytes, settings.body_timeout, settings.max_buffered_bytes, settings.api_keys
+    )
     app.before_request(_answer_refusal)
