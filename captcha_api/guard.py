@@ -164,8 +164,8 @@ def _answer_refusal():
 
 
 def init_app(app: Flask) -> None:
-    """Wrap the app in the guard and answer its refusals; after the request id exists, before the API key check
-    (a body that never arrived cannot be judged)."""
+    """Wrap the app in the guard and answer its refusals in a hook that runs once the request id exists. The guard
+    checks the API key itself only to decide whether to read the body; refusing a wrong key stays security.py's."""
     settings = app.config["SETTINGS"]
     app.wsgi_app = BodyGuard(
         app.wsgi_app, settings.max_body_bytes, settings.body_timeout, settings.max_buffered_bytes, settings.api_keys

@@ -114,10 +114,6 @@ def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, budget: Decode
         raise InvalidImage("the data is not a recognisable image") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise InvalidImage(f"the image cannot be decoded: {exc}") from None
-    if image.format not in SUPPORTED_FORMATS:
-        raise UnsupportedImageFormat(
-            f"image format {image.format} is not supported; use one of {', '.join(SUPPORTED_FORMATS)}"
-        )
     width, height = image.size
     if width * height > max_pixels:
         raise ImageTooLarge(f"the image is {width}x{height}; at most {max_pixels} pixels are accepted")
