@@ -61,9 +61,10 @@ def load_models(settings) -> ModelSet:
     for name, base in sorted(paths.items()):
         try:
             recognizer = Recognizer(base, settings.runtime, settings.threads, settings.max_pixels)
-        except (OSError, ValueError, ImportError) as exc:
+            # Inside the same guard: metadata that does not fit its network fails here, at its first run.
+            recognizer.warm_up()
+        except Exception as exc:  # noqa: BLE001 - a file left in the folder must never stop the service
             log.error("could not load the model %s: %s", base, exc)
             continue
-        recognizer.warm_up()
         models.recognizers[name] = recognizer
     return models

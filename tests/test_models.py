@@ -142,3 +142,20 @@ def test_bad_options_are_400_invalid_parameter(client, png, options):
 def test_bad_options_in_the_query_string_are_400(client, png):
     assert_error(client.post("/predict?length=abc", json={"image": b64(png)}), 400, "invalid_parameter")
     assert_error(client.post("/predict?charset=xyz", json={"image": b64(png)}), 400, "invalid_parameter")
+
+
+@pytest.mark.parametrize("damage", ["alphabet-of-another-length", "nested-json"])
+def test_a_stray_model_that_fails_its_first_run_is_left_out(make_app, model_folder, damage):
+    """Metadata that does not fit its network failed only at warm-up, outside the loading guard, and stopped every
+    worker; a JSON nested past the parser's stack did the same. Such a model is logged and left out."""
+    odd = model_folder / "odd"
+    shutil.copy(model_folder / "tiny.onnx", odd.with_suffix(".onnx"))
+    if damage == "nested-json":
+        odd.with_suffix(".json").write_text("[" * 100_000 + "]" * 100_000)
+    else:
+        meta = json.loads((model_folder / "tiny.json").read_text())
+        meta.update(name="odd", alphabet=meta["alphabet"] + "xyzw", blank_index=meta["blank_index"] + 4)
+        odd.with_suffix(".json").write_text(json.dumps(meta, ensure_ascii=False))
+    client = make_app(model=model_folder / "tiny", runtime="onnx").test_client()
+    body = client.get("/info", headers={"X-API-Key": KEY}).get_json()
+    assert "odd" not in {m["name"] for m in body["models"]} and "tiny" in {m["name"] for m in body["models"]}
