@@ -11,9 +11,9 @@ import tempfile
 
 from gunicorn.glogging import Logger
 
-from captcha_api.config import PREFIX, ConfigError, is_loopback, load_settings
-from captcha_api.logs import make_formatter
-from captcha_api.worker import StalledClientFilter
+from captcha_api.service.config import PREFIX, ConfigError, is_loopback, load_settings
+from captcha_api.service.observability.logs import make_formatter
+from captcha_api.service.worker import StalledClientFilter
 
 # Validate CAPTCHA_* once in the master, so a bad setting stops start-up with its message: one line, no traceback.
 try:
@@ -38,7 +38,7 @@ workers = _settings.workers
 # client does not read) about as long (captcha_api/worker.py). Reading an image and the model are CPU work, run one
 # at a time per worker, with bounded cost (captcha_api/ocr/preprocess.py). A worker holds at most
 # `worker_connections` connections.
-worker_class = "captcha_api.worker.CaptchaWorker"
+worker_class = "captcha_api.service.worker.CaptchaWorker"
 worker_connections = _settings.worker_connections
 timeout = _settings.timeout
 graceful_timeout = _settings.graceful_timeout

@@ -1,3 +1,3 @@
-from captcha_api.app import create_app
+from captcha_api.service.app import create_app
 
 app = create_app()

@@ -17,9 +17,9 @@ import atheris
 with atheris.instrument_imports(include=["captcha_api", "PIL", "werkzeug"]):
     from flask import Flask
 
-    from captcha_api.inputs import batch_images, decode_base64, request_options, single_image
-    from captcha_api.ocr.errors import CaptchaError
-    from captcha_api.ocr.preprocess import preprocess
+    from captcha_api.core.errors import CaptchaError
+    from captcha_api.core.preprocess import preprocess
+    from captcha_api.service.inputs import batch_images, decode_base64, request_options, single_image
 
 MAX_BYTES = 200_000
 MAX_PIXELS = 1_000_000

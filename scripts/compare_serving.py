@@ -22,8 +22,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from captcha_api.bench import DEFAULT_DATA, labelled_images, multipart, wrk
-from captcha_api.process import free_port
+from scripts.bench import DEFAULT_DATA, labelled_images, multipart, wrk
+from scripts.process import free_port
 
 KEY = "compare-key-0123456789abcdef"
 

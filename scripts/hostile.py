@@ -32,7 +32,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from captcha_api.process import GunicornProcess, memory_mb
+from scripts.process import GunicornProcess, memory_mb
 
 
 def _segments(data: bytes) -> list[tuple[int, bytes]]:
@@ -219,7 +219,7 @@ def sample_image() -> bytes:
 
 
 def report(results: dict) -> str:
-    from captcha_api.bench import machine
+    from scripts.bench import machine
 
     host = machine()
     slow, bomb = results["slow_clients"], results["scan_bomb"]

@@ -21,8 +21,8 @@ FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
 
 def generated_batch(seed: int, count: int):
     """(x, y): `count` generated captchas as a model batch and padded CTC labels."""
-    from captcha_api.ocr.alphabet import FSSP
-    from captcha_api.ocr.preprocess import image_to_array
+    from captcha_api.core.alphabet import FSSP
+    from captcha_api.core.preprocess import image_to_array
     from captcha_api.training.data import encode_labels
     from captcha_api.training.generator import sample
 
@@ -34,8 +34,8 @@ def generated_batch(seed: int, count: int):
 def compiled_model(learning_rate: float):
     import keras
 
-    from captcha_api.ocr.alphabet import FSSP
-    from captcha_api.ocr.model import build_training_model, make_ctc_loss
+    from captcha_api.core.alphabet import FSSP
+    from captcha_api.training.network import build_training_model, make_ctc_loss
 
     model = build_training_model(FSSP.num_classes)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=make_ctc_loss(FSSP.blank_index))
@@ -46,10 +46,10 @@ def build(base: Path) -> Path:
     """BASE.keras, BASE.onnx and BASE.json of the tiny model (seeded: the same weights on the same machine)."""
     import keras
 
-    from captcha_api.ocr.alphabet import FSSP
-    from captcha_api.ocr.metadata import ModelMetadata
-    from captcha_api.ocr.model import inference_model
+    from captcha_api.core.alphabet import FSSP
+    from captcha_api.core.artifact import ModelMetadata
     from captcha_api.training.export import export_onnx
+    from captcha_api.training.network import inference_model
 
     keras.utils.set_random_seed(0)
     x, y = generated_batch(seed=7, count=16)

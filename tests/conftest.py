@@ -67,7 +67,7 @@ OTHER_KEY = "other-key-0123456789abcdef"
 @pytest.fixture
 def make_app(tiny_artifact):
     """Build an app on the tiny model with settings overridden per test."""
-    from captcha_api.app import create_app
+    from captcha_api.service.app import create_app
 
     def build(**overrides):
         settings = {
@@ -112,7 +112,7 @@ def wait_for_workers(read_log, count: int, seconds: float = 60) -> set[int]:
     while True:
         records = json_lines(read_log())
         pids = {
-            r["pid"] for r in records if r["logger"] == "captcha_api.ocr.runtime" and "loaded model" in r["message"]
+            r["pid"] for r in records if r["logger"] == "captcha_api.core.runtime" and "loaded model" in r["message"]
         }
         if len(pids) >= count or time.monotonic() > deadline:
             return pids
@@ -123,7 +123,7 @@ def wait_for_workers(read_log, count: int, seconds: float = 60) -> set[int]:
 def log_output():
     """What the service's own stdout handler writes (its formatter, its request-id filter), as an operator reads
     it. The handler is made once per process and kept by every app built after (each sets its format on it)."""
-    from captcha_api import logs
+    from captcha_api.service.observability import logs
 
     logs.ensure_handler()
     handler = next(h for h in logging.getLogger().handlers if getattr(h, "_captcha", False))

@@ -1,6 +1,6 @@
 import pytest
 
-from captcha_api.ocr.alphabet import FSSP, Alphabet
+from captcha_api.core.alphabet import FSSP, Alphabet
 
 
 def test_fssp_alphabet_has_no_three_and_blank_last():

@@ -23,8 +23,8 @@ from PIL import Image
 from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.test import encode_multipart
 
-from captcha_api import schemas
-from captcha_api.process import GunicornProcess
+from captcha_api.service import schemas
+from scripts.process import GunicornProcess
 
 from .conftest import KEY, encode
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from captcha_api.bench import TARGETS, multipart, verdicts
+from scripts.bench import TARGETS, multipart, verdicts
 
 from .conftest import ROOT
 
@@ -42,7 +42,7 @@ def smoke(tmp_path_factory):
         pytest.skip("wrk is not installed (Debian: apt-get install wrk)")
     report = tmp_path_factory.mktemp("bench") / "benchmarks.md"
     done = subprocess.run(
-        [sys.executable, "-m", "captcha_api", "bench", "--smoke", "--out", str(report)],
+        [sys.executable, "-m", "scripts.bench", "--smoke", "--out", str(report)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -97,7 +97,7 @@ def test_soak_smoke_run_measures_load_and_memory(smoke, tmp_path):
     report = tmp_path / "benchmarks.md"
     report.write_text(report_text, encoding="utf-8")
     done = subprocess.run(
-        [sys.executable, "-m", "captcha_api", "soak", "--smoke", "--out", str(report)],
+        [sys.executable, "-m", "scripts.soak", "--smoke", "--out", str(report)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -111,7 +111,7 @@ def test_soak_smoke_run_measures_load_and_memory(smoke, tmp_path):
     assert len(result["soak"]["baseline_rss_mb"]) == 2 and len(result["soak"]["rss_mb_samples"]) == 2
     page = report.read_text(encoding="utf-8")
     assert page.startswith(report_text.rstrip("\n")) and page.count("## Load and soak") == 1
-    from captcha_api.soak import write_section
+    from scripts.soak import write_section
 
     write_section(report, "<!-- soak:start -->\n## Load and soak\nagain\n<!-- soak:end -->\n")
     again = report.read_text(encoding="utf-8")
@@ -119,7 +119,7 @@ def test_soak_smoke_run_measures_load_and_memory(smoke, tmp_path):
 
 
 def test_a_benchmark_run_keeps_the_soak_section():
-    from captcha_api.bench import keep_soak_section
+    from scripts.bench import keep_soak_section
 
     old = "# Benchmarks\nold figures\n<!-- soak:start -->\n## Load and soak\nsoaked\n<!-- soak:end -->\n"
     page = keep_soak_section("# Benchmarks\nnew figures\n", old)

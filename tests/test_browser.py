@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from werkzeug.serving import make_server
 
-from captcha_api.process import GunicornProcess
+from scripts.process import GunicornProcess
 
 from .conftest import KEY, ROOT
 from .demo_site import create_demo_app

@@ -13,9 +13,9 @@ import urllib.request
 
 import pytest
 
-from captcha_api.__main__ import build_parser, main
-from captcha_api.ocr.metadata import ModelMetadata
-from captcha_api.process import free_port
+from captcha_api.cli import build_parser, main
+from captcha_api.core.artifact import ModelMetadata
+from scripts.process import free_port
 
 from .conftest import ROOT
 
@@ -102,7 +102,7 @@ def test_predict_script_reports_bad_files(tiny_artifact, tmp_path):
 
 
 def test_pseudolabel_keeps_confident_readings_and_copies_their_images(tiny_artifact, labelled, tmp_path):
-    from captcha_api.ocr.metadata import DEFAULT_MODEL
+    from captcha_api.core.artifact import DEFAULT_MODEL
     from captcha_api.training.data import read_labels
 
     out = tmp_path / "pseudo"
@@ -138,7 +138,7 @@ def own_style(tmp_path_factory):
 
 
 def test_train_on_any_labelled_folder(own_style, tmp_path, caplog):
-    from captcha_api.ocr.runtime import Recognizer
+    from captcha_api.core.runtime import Recognizer
     from captcha_api.training.data import read_labels
 
     caplog.set_level("INFO")

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from captcha_api.config import ConfigError, Settings, load_settings
-from captcha_api.ocr.metadata import DEFAULT_MODEL
+from captcha_api.core.artifact import DEFAULT_MODEL
+from captcha_api.service.config import ConfigError, Settings, load_settings
 
 
 def test_defaults():
@@ -119,7 +119,7 @@ def test_overrides_are_checked():
 
 
 def test_factory_refuses_bad_settings():
-    from captcha_api.app import create_app
+    from captcha_api.service.app import create_app
 
     with pytest.raises(ConfigError):
         create_app({"runtime": "nope"})

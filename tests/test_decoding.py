@@ -3,8 +3,8 @@ import itertools
 import numpy as np
 import pytest
 
-from captcha_api.ocr.alphabet import Alphabet
-from captcha_api.ocr.decoding import (
+from captcha_api.core.alphabet import Alphabet
+from captcha_api.core.decoding import (
     Constraints,
     _best_path_of_length,
     charset_probabilities,

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from captcha_api.process import GunicornProcess, free_port
+from scripts.process import GunicornProcess, free_port
 
 from .conftest import ROOT, encode
 

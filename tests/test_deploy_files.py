@@ -20,15 +20,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from captcha_api.config import PREFIX, Settings, load_settings
-from captcha_api.process import free_port
+from captcha_api.service.config import PREFIX, Settings, load_settings
+from scripts.process import free_port
 
 from .conftest import ROOT, encode
 
 pytestmark = pytest.mark.integration  # starts real servers or tools: see pyproject.toml
 
 DEPLOY = ROOT / "deploy"
-# What every tested server runs (captcha_api.process.GunicornProcess): python -m gunicorn -c gunicorn.conf.py
+# What every tested server runs (scripts.process.GunicornProcess): python -m gunicorn -c gunicorn.conf.py
 SERVE = ["python", "-m", "gunicorn", "-c", "gunicorn.conf.py"]
 KEY = "image-test-key-0123456789"
 

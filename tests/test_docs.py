@@ -9,8 +9,8 @@ from urllib.parse import urljoin, urlsplit
 
 import pytest
 
-from captcha_api.openapi import ASSET_VERSION, DOCS_CSP, SWAGGER_UI_DIST
-from captcha_api.process import GunicornProcess
+from captcha_api.service.openapi import ASSET_VERSION, DOCS_CSP, SWAGGER_UI_DIST
+from scripts.process import GunicornProcess
 
 from .conftest import KEY
 from .test_api import assert_error

@@ -4,7 +4,7 @@ from collections import Counter
 
 import numpy as np
 
-from captcha_api.ocr.alphabet import FSSP
+from captcha_api.core.alphabet import FSSP
 from captcha_api.training.generator import LENGTH_WEIGHTS, generate, random_text, sample
 
 

@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from captcha_api.process import GunicornProcess, free_port, memory_mb
 from scripts.hostile import many_values, post_json, refused_bodies, request, scan_bomb, slow_clients
+from scripts.process import GunicornProcess, free_port, memory_mb
 
 from .conftest import KEY, ROOT, json_lines
 
@@ -338,7 +338,7 @@ def test_broken_bodies_give_their_share_of_the_budget_back(tmp_path, png):
 def test_a_client_that_does_not_read_its_answers_lets_go(tmp_path):
     """Connections that pipeline large answers and never read them are closed after CAPTCHA_BODY_TIMEOUT (or the
     keepalive wait) plus a second; with gunicorn's own gevent worker they held their slots until the client left."""
-    from captcha_api.openapi import ASSET_VERSION
+    from captcha_api.service.openapi import ASSET_VERSION
 
     env = {**OPEN, "CAPTCHA_WORKERS": "1", "CAPTCHA_WORKER_CONNECTIONS": "4", "CAPTCHA_BODY_TIMEOUT": "2"}
     with start(tmp_path, env) as service:

@@ -42,7 +42,7 @@ def test_an_app_log_inside_a_request_carries_its_request_id(make_app, log_output
     records = json_lines(log_output.getvalue())  # the traceback stays inside its one JSON line
     warning = next(r for r in records if r["logger"] == "captcha_api.test")
     assert (warning["level"], warning["message"], warning["request_id"]) == ("WARNING", "about to fail", "req-77")
-    failure = next(r for r in records if r["logger"] == "captcha_api.errors")
+    failure = next(r for r in records if r["logger"] == "captcha_api.service.errors")
     assert failure["level"] == "ERROR" and failure["request_id"] == "req-77"
     assert "Traceback" in failure["exc_info"] and "RuntimeError: kaput" in failure["exc_info"]
     access = next(r for r in records if r["logger"] == "captcha_api.access")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from captcha_api.process import GunicornProcess, free_port
+from scripts.process import GunicornProcess, free_port
 
 from .conftest import KEY, OTHER_KEY, ROOT, json_lines, wait_for_workers
 
@@ -190,8 +190,8 @@ def test_a_separate_listener_serves_metrics_and_nothing_else(make_app, png):
 def test_the_recognition_core_times_its_model_calls_without_web_imports(tiny_artifact):
     code = (
         "import sys, numpy as np\n"
-        "from captcha_api.ocr.runtime import Recognizer\n"
-        "from captcha_api.ocr.preprocess import INPUT_SHAPE\n"
+        "from captcha_api.core.runtime import Recognizer\n"
+        "from captcha_api.core.preprocess import INPUT_SHAPE\n"
         f"r = Recognizer({str(tiny_artifact)!r}, 'onnx')\n"
         "calls = []\n"
         "r.on_model_call = lambda seconds, images: calls.append((seconds, images))\n"

@@ -5,11 +5,11 @@ import pytest
 
 keras = pytest.importorskip("keras", reason="training dependencies (requirements-train.txt) are not installed")
 
-from captcha_api.ocr.alphabet import FSSP  # noqa: E402
-from captcha_api.ocr.model import build_training_model, inference_model, make_ctc_loss  # noqa: E402
-from captcha_api.ocr.preprocess import image_to_array  # noqa: E402
-from captcha_api.ocr.runtime import MODEL_BATCH, KerasRuntime, OnnxRuntime, Recognizer  # noqa: E402
+from captcha_api.core.alphabet import FSSP  # noqa: E402
+from captcha_api.core.preprocess import image_to_array  # noqa: E402
+from captcha_api.core.runtime import MODEL_BATCH, KerasRuntime, OnnxRuntime, Recognizer  # noqa: E402
 from captcha_api.training.generator import sample  # noqa: E402
+from captcha_api.training.network import build_training_model, inference_model, make_ctc_loss  # noqa: E402
 
 from .conftest import compiled_model, generated_batch  # noqa: E402
 

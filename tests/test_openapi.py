@@ -6,8 +6,8 @@ import pytest
 from flask import jsonify
 from spectree import Response
 
-from captcha_api import schemas
-from captcha_api.openapi import spec
+from captcha_api.service import schemas
+from captcha_api.service.openapi import spec
 
 from .conftest import KEY
 from .test_api import assert_error, b64

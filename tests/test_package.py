@@ -48,7 +48,7 @@ def test_the_wheel_declares_its_command_and_dependencies(wheel):
     meta = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
     metadata = wheel.read(meta).decode()
     entry_points = wheel.read(meta.replace("METADATA", "entry_points.txt")).decode()
-    assert "captcha-ocr = captcha_api.__main__:main" in entry_points
+    assert "captcha-ocr = captcha_api.cli:main" in entry_points
     serving = [line.split("==")[0] for line in (ROOT / "requirements.txt").read_text().splitlines() if "==" in line]
     for name in serving:  # requirements.txt is the list of the default install
         assert f"Requires-Dist: {name}==" in metadata, name

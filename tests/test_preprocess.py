@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captcha_api.ocr.errors import ImageTooLarge, InvalidImage, UnreadableImage, UnsupportedImageFormat
-from captcha_api.ocr.preprocess import INPUT_SHAPE, preprocess, preprocess_batch
+from captcha_api.core.errors import ImageTooLarge, InvalidImage, UnreadableImage, UnsupportedImageFormat
+from captcha_api.core.preprocess import INPUT_SHAPE, preprocess, preprocess_batch
 
 from .conftest import encode
 
@@ -131,7 +131,7 @@ def test_pixel_limit_is_configurable():
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "BMP", "WEBP"])
 def test_corrupted_bytes_raise_only_our_errors(captcha_image, fmt):
     """Seeded random byte flips, cuts and splices: each either decodes or raises a CaptchaError."""
-    from captcha_api.ocr.errors import CaptchaError
+    from captcha_api.core.errors import CaptchaError
 
     original = bytearray(encode(captcha_image, fmt))
     rng = np.random.default_rng(len(fmt))
@@ -152,7 +152,7 @@ def test_corrupted_bytes_raise_only_our_errors(captcha_image, fmt):
 
 
 def test_a_jpeg_of_too_many_scans_is_refused_on_its_header():
-    from captcha_api.ocr.preprocess import MAX_JPEG_SCANS
+    from captcha_api.core.preprocess import MAX_JPEG_SCANS
     from scripts.hostile import scan_bomb
 
     with pytest.raises(ImageTooLarge, match=f"at most {MAX_JPEG_SCANS} are decoded"):
@@ -166,7 +166,7 @@ def test_ordinary_jpegs_are_within_the_scan_limit(captcha_image, progressive):
 
 
 def test_a_decode_budget_is_shared_by_the_images_it_is_given(captcha_image):
-    from captcha_api.ocr.preprocess import DecodeBudget
+    from captcha_api.core.preprocess import DecodeBudget
 
     png = encode(captcha_image, "PNG")  # 200 x 60 = 12,000 pixels
     progressive = encode(captcha_image, "JPEG", progressive=True)
@@ -198,7 +198,7 @@ def test_costly_formats_are_refused_before_decoding(captcha_image, fmt):
 
 
 def test_a_jpeg_of_many_side_segments_is_refused_on_its_header(captcha_image):
-    from captcha_api.ocr.preprocess import MAX_JPEG_SEGMENTS
+    from captcha_api.core.preprocess import MAX_JPEG_SEGMENTS
 
     data = encode(captcha_image, "JPEG")
     padded = data[:2] + b"\xff\xe3\x00\x02" * (MAX_JPEG_SEGMENTS + 1) + data[2:]  # empty APP3 segments

@@ -29,9 +29,9 @@ from captcha_ocr_client import (
 )
 from PIL import Image
 
-from captcha_api.ocr.metadata import DEFAULT_MODEL
-from captcha_api.process import GunicornProcess, free_port
+from captcha_api.core.artifact import DEFAULT_MODEL
 from captcha_api.training.generator import sample
+from scripts.process import GunicornProcess, free_port
 
 from .conftest import KEY, ROOT, encode
 from .test_server import example_labels

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from captcha_api.process import GunicornProcess
+from scripts.process import GunicornProcess
 
 pytestmark = pytest.mark.integration  # starts real servers or tools: see pyproject.toml
 

@@ -12,8 +12,8 @@ import urllib.request
 
 import pytest
 
-from captcha_api.process import GunicornProcess, free_port
 from captcha_api.training.data import read_labels
+from scripts.process import GunicornProcess, free_port
 
 from .conftest import ROOT, json_lines, wait_for_workers
 
@@ -66,7 +66,7 @@ def test_real_captchas_over_http(server, fssp_real):
 
 def loaded_model_pids(log: str) -> set[int]:
     records = json_lines(log)
-    return {r["pid"] for r in records if r["logger"] == "captcha_api.ocr.runtime" and "loaded model" in r["message"]}
+    return {r["pid"] for r in records if r["logger"] == "captcha_api.core.runtime" and "loaded model" in r["message"]}
 
 
 def test_each_worker_loads_the_model_and_logs_requests_in_json(server, server_log):

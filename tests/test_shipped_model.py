@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from captcha_api.ocr.metadata import DEFAULT_MODEL, ModelMetadata, artifact_paths
-from captcha_api.ocr.preprocess import image_to_array
-from captcha_api.ocr.runtime import Recognizer
+from captcha_api.core.artifact import DEFAULT_MODEL, ModelMetadata, artifact_paths
+from captcha_api.core.preprocess import image_to_array
+from captcha_api.core.runtime import Recognizer
 from captcha_api.training.data import load_images, read_labels
 from captcha_api.training.generator import GeneratorConfig, sample
 
@@ -68,7 +68,7 @@ def test_constraints_on_real_captchas(onnx_model, fssp_real):
     """On real images: the model's own alphabet and length range change nothing; a charset without a character the
     captcha holds gives another character in that slot, not a shorter reading (what a filter after the fact
     would give); a length forces a reading of that length."""
-    from captcha_api.ocr.decoding import Constraints
+    from captcha_api.core.decoding import Constraints
 
     folder = read_labels(fssp_real)
     x = load_images(folder.files[:64]).astype(np.float32) / 255

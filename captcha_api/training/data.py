@@ -12,12 +12,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..ocr.alphabet import PAD, Alphabet
-from ..ocr.preprocess import IMAGE_HEIGHT, IMAGE_WIDTH, INPUT_SHAPE, preprocess
+from ..core.alphabet import PAD, Alphabet
+from ..core.preprocess import IMAGE_HEIGHT, IMAGE_SUFFIXES, IMAGE_WIDTH, INPUT_SHAPE, preprocess
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
 @dataclass

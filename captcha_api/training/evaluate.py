@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..ocr.metadata import ModelMetadata, artifact_paths
-from ..ocr.preprocess import preprocess_batch
-from ..ocr.runtime import Recognizer
+from ..core.artifact import ModelMetadata, artifact_paths
+from ..core.preprocess import preprocess_batch
+from ..core.runtime import Recognizer
 from .data import read_labels
 
 log = logging.getLogger(__name__)

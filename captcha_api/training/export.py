@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..ocr.metadata import artifact_paths
-from ..ocr.preprocess import INPUT_SHAPE
+from ..core.artifact import artifact_paths
+from ..core.preprocess import INPUT_SHAPE
 
 log = logging.getLogger(__name__)
 

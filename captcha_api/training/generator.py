@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from ..ocr.alphabet import FSSP_ALPHABET
-from ..ocr.preprocess import IMAGE_HEIGHT, IMAGE_WIDTH
+from ..core.alphabet import FSSP_ALPHABET
+from ..core.preprocess import IMAGE_HEIGHT, IMAGE_WIDTH
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ import logging
 import shutil
 from pathlib import Path
 
-from ..ocr.errors import CaptchaError
-from ..ocr.runtime import Recognizer
-from .data import IMAGE_SUFFIXES
+from ..core.errors import CaptchaError
+from ..core.preprocess import IMAGE_SUFFIXES
+from ..core.runtime import Recognizer
 
 log = logging.getLogger(__name__)
 

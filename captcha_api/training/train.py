@@ -16,15 +16,15 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..ocr.alphabet import FSSP, Alphabet
-from ..ocr.decoding import greedy_decode_batch
-from ..ocr.metadata import ModelMetadata, artifact_paths
+from ..core.alphabet import FSSP, Alphabet
+from ..core.artifact import ModelMetadata, artifact_paths
+from ..core.decoding import greedy_decode_batch
 from .data import LabelledFolder, augment, encode_labels, load_images, read_labels, split_holdout
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
-from ..ocr.model import ARCHITECTURE, build_training_model, inference_model, make_ctc_loss  # noqa: E402
+from .network import ARCHITECTURE, build_training_model, inference_model, make_ctc_loss  # noqa: E402
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ import re
 from flask import Request
 from flask.json.provider import DefaultJSONProvider
 
+from ..core.errors import CaptchaError, ImageTooLarge
 from .errors import ApiError
-from .ocr.errors import CaptchaError, ImageTooLarge
 from .schemas import IMAGE_FIELDS, MAX_OPTION_CHARS, OPTION_NAMES
 
 DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+(=[\w.+-]+)?)*),", re.ASCII)

@@ -31,6 +31,8 @@ INPUT_SHAPE = (IMAGE_WIDTH, IMAGE_HEIGHT, 1)
 # No TIFF: a 156 KB TIFF whose one LZMA tile was larger than its image took 4 s and 1.1 GB to decode, and libtiff
 # has more such ways than a captcha service can check; no captcha comes as TIFF.
 SUPPORTED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
+# The file names a folder of such images is searched for (predict, training, pseudolabel).
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"})
 DEFAULT_MAX_PIXELS = 4_000_000
 # libjpeg writes 1 scan (baseline) and up to 10 (its progressive script for colour); decoding walks every block of
 # the image once per scan, so the scans multiply the work. Real captchas have 1.

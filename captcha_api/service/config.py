@@ -18,7 +18,7 @@ from pydantic import BeforeValidator, Field, ValidationError, field_validator, m
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
 
-from .ocr.metadata import DEFAULT_MODEL
+from ..core.artifact import DEFAULT_MODEL
 
 PREFIX = "CAPTCHA_"
 PRINTABLE_ASCII = re.compile(r"[\x21-\x7e]+")

@@ -8,11 +8,12 @@ from collections.abc import Mapping
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import api, errors, guard, logs, metrics, openapi, security
+from . import errors, guard, openapi, routes, security
 from .config import load_settings
 from .extensions import cors, limiter
 from .inputs import JsonProvider
-from .models import load_models
+from .model_set import load_models
+from .observability import logs, metrics
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def create_app(test_config: Mapping | None = None) -> Flask:
         allow_headers=["Content-Type", "X-API-Key", "X-Request-ID"],
         expose_headers=["Retry-After", "X-Request-ID"],
     )
-    app.register_blueprint(api.bp)
+    app.register_blueprint(routes.bp)
     app.register_blueprint(openapi.docs)
     app.extensions["models"] = models = load_models(settings)
     if "metrics" in app.extensions:

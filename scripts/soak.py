@@ -12,16 +12,19 @@ benchmark's).
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
+import logging
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .bench import DEFAULT_DATA, SOAK_END, SOAK_START, Service, labelled_images, machine, multipart, wrk
-from .ocr.metadata import artifact_paths
-from .process import ROOT, memory_mb
+from captcha_api.cli import MODEL_HELP, HelpFormatter
+from captcha_api.core.artifact import DEFAULT_MODEL, artifact_paths
+from scripts.bench import DEFAULT_DATA, SOAK_END, SOAK_START, Service, labelled_images, machine, multipart, wrk
+from scripts.process import ROOT, memory_mb
 
 MAX_RSS_GROWTH_PERCENT = 10.0
 
@@ -181,14 +184,33 @@ def write_section(path: Path, section: str) -> None:
     path.write_text(text, encoding="utf-8")
 
 
-def main(args) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.soak",
+        description="Load and soak the service on loopback: errors, latency, memory growth.",
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("--model", default=str(DEFAULT_MODEL), help=MODEL_HELP)
+    parser.add_argument("--data", help="labelled folder; its first image is sent (default: fssp-real if there)")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers serving")
+    parser.add_argument("--load-seconds", type=int, default=60, help="length of the load phase, in seconds")
+    parser.add_argument("--connections", type=int, default=32, help="concurrent connections in the load phase")
+    parser.add_argument("--soak-minutes", type=int, default=10, help="length of the soak phase, in minutes")
+    parser.add_argument("--smoke", action="store_true", help="a few seconds, to check that everything works")
+    parser.add_argument("--out", help="Markdown report to update (default: docs/benchmarks.md; none with --smoke)")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     plan = SoakPlan.smoke() if args.smoke else SoakPlan.full(args.load_seconds, args.connections, args.soak_minutes)
     data = Path(args.data) if args.data else (DEFAULT_DATA if DEFAULT_DATA.is_dir() else None)
     results = run(Path(args.model), args.workers, plan, data)
     print("\n".join(tables(results)))
     out = args.out or (None if args.smoke else str(ROOT / "docs" / "benchmarks.md"))
     if out:
-        command = "python -m captcha_api soak"
+        command = "python -m scripts.soak"
         if not args.smoke and (args.load_seconds, args.connections, args.soak_minutes) != (60, 32, 10):
             command += f" --load-seconds {args.load_seconds} --connections {args.connections}"
             command += f" --soak-minutes {args.soak_minutes}"
@@ -196,3 +218,7 @@ def main(args) -> int:
         print(f"wrote its section of {out}", file=sys.stderr)
     print(json.dumps(results, ensure_ascii=False, default=str))
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -13,12 +13,14 @@ Prints a table and ends with one JSON line; writes a Markdown report (docs/bench
 
 from __future__ import annotations
 
+import argparse
 import base64
 import datetime
 import importlib.metadata
 import importlib.util
 import io
 import json
+import logging
 import os
 import platform
 import secrets
@@ -34,14 +36,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .ocr.metadata import artifact_paths
-from .ocr.preprocess import preprocess
-from .ocr.runtime import Recognizer
-from .process import ROOT, GunicornProcess, memory_mb
+from captcha_api.cli import MODEL_HELP, HelpFormatter
+from captcha_api.core.artifact import DEFAULT_MODEL, artifact_paths
+from captcha_api.core.preprocess import preprocess
+from captcha_api.core.runtime import Recognizer
+from scripts.process import ROOT, GunicornProcess, memory_mb
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "fssp-real"
 BATCH = 64
-# The soak command (captcha_api.soak) owns this part of the report; a benchmark run keeps it.
+# The soak command (scripts.soak) owns this part of the report; a benchmark run keeps it.
 SOAK_START = "<!-- soak:start -->"
 SOAK_END = "<!-- soak:end -->"
 HTTP_BATCH = 32
@@ -80,12 +83,12 @@ class Plan:
 def labelled_images(data: Path | None, count: int) -> tuple[list[bytes], list[str], str]:
     """(image bytes, texts, where from): a labelled folder if there is one, else generated FSSP-style captchas."""
     if data is not None and data.is_dir():
-        from .training.data import read_labels
+        from captcha_api.training.data import read_labels
 
         folder = read_labels(data)
         files, texts = folder.files[:count], folder.texts[:count]
         return [f.read_bytes() for f in files], texts, f"{len(files)} images of {data.name}"
-    from .training.generator import sample
+    from captcha_api.training.generator import sample
 
     blobs, texts = [], []
     for index in range(count):
@@ -483,12 +486,33 @@ def keep_soak_section(page: str, old: str) -> str:
     return page
 
 
-def main(args) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.bench",
+        description="Time the model in process and the service over HTTP; write a report.",
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("--model", default=str(DEFAULT_MODEL), help=MODEL_HELP)
+    parser.add_argument(
+        "--data", help="labelled folder of images to time (default: ../shared/datasets/fssp-real if there)"
+    )
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers for the HTTP figures")
+    parser.add_argument("--smoke", action="store_true", help="a short run that checks everything works")
+    parser.add_argument("--out", help="Markdown report (default: docs/benchmarks.md; none with --smoke)")
+    parser.add_argument("--no-keras", action="store_true", help="skip the Keras runtime")
+    parser.add_argument("--no-ddddocr", action="store_true", help="skip ddddocr even when it is installed")
+    parser.add_argument("--no-http", action="store_true", help="in-process figures only")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     results = run(args)
     print("\n".join(tables(results)))
     out = args.out or (None if args.smoke else str(ROOT / "docs" / "benchmarks.md"))
     if out:
-        command = "python -m captcha_api bench" + (" --smoke" if args.smoke else "")
+        command = "python -m scripts.bench" + (" --smoke" if args.smoke else "")
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         old = Path(out).read_text(encoding="utf-8") if Path(out).is_file() else ""
         Path(out).write_text(keep_soak_section(markdown(results, command), old), encoding="utf-8")
@@ -497,3 +521,7 @@ def main(args) -> int:
         figures.pop("texts", None)
     print(json.dumps(results, ensure_ascii=False, default=str))
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -22,9 +22,10 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 from werkzeug.exceptions import NotFound
 
-from . import __version__, context
-from .config import is_loopback
-from .extensions import limiter
+from ... import __version__
+from ..config import is_loopback
+from ..extensions import limiter
+from . import context
 
 log = logging.getLogger(__name__)
 # The *_created series carry no information a scraper uses, and multiprocess mode never has them: without them the

@@ -7,14 +7,15 @@ from collections import Counter
 from flask import Blueprint, current_app, jsonify, request
 from spectree import Response
 
-from . import __version__, context
+from .. import __version__
+from ..core.decoding import Constraints
+from ..core.errors import CaptchaError, InvalidConstraint
+from ..core.preprocess import DecodeBudget
 from . import schemas as s
 from .errors import error_body
 from .extensions import limiter
 from .inputs import batch_images, batch_length, request_options, single_image
-from .ocr.decoding import Constraints
-from .ocr.errors import CaptchaError, InvalidConstraint
-from .ocr.preprocess import DecodeBudget
+from .observability import context
 from .openapi import API_KEY, spec
 
 bp = Blueprint("api", __name__)

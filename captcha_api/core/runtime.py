@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .artifact import ModelMetadata, artifact_paths
 from .decoding import Constraints, Reading, constrained_decode_batch, greedy_decode_batch
 from .errors import CaptchaError, InvalidConstraint
-from .metadata import ModelMetadata, artifact_paths
 from .preprocess import DEFAULT_MAX_PIXELS, INPUT_SHAPE, DecodeBudget, preprocess
 
 log = logging.getLogger(__name__)

@@ -6,9 +6,9 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .ocr.errors import CaptchaError, ModelNotReady
-from .ocr.metadata import artifact_paths
-from .ocr.runtime import Recognizer
+from ..core.artifact import artifact_paths
+from ..core.errors import CaptchaError, ModelNotReady
+from ..core.runtime import Recognizer
 
 log = logging.getLogger(__name__)
 

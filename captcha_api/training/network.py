@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from .alphabet import PAD
-from .preprocess import INPUT_SHAPE
+from ..core.alphabet import PAD
+from ..core.preprocess import INPUT_SHAPE
 
 ARCHITECTURE = (
     "grey input | Conv16-ReLU-pool2x2 | Conv32-ReLU-pool2x2 | Conv48-BN-ReLU-pool2x3 | "

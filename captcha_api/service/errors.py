@@ -8,9 +8,9 @@ import re
 from flask import Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
-from . import context
-from .metrics import PORT_KEY
-from .ocr.errors import CaptchaError
+from ..core.errors import CaptchaError
+from .observability import context
+from .observability.metrics import PORT_KEY
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from spectree.plugins.flask_plugin import FlaskPlugin
 from spectree.plugins.werkzeug_utils import flask_response_unpack
 from spectree.utils import get_multidict_items
 
-from . import __version__
+from .. import __version__
 from .extensions import limiter
 from .inputs import rejection
 
