@@ -11,7 +11,7 @@ from pathlib import Path
 
 from werkzeug.serving import WSGIRequestHandler
 
-from .core.artifact import DEFAULT_MODEL
+from .core.artifact import DEFAULT_MODEL, ModelArtifact
 from .core.runtime import RUNTIMES
 from .training.quiet import quiet_frameworks
 
@@ -215,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=_evaluate)
 
     ex = _command(sub, "export", "write the ONNX artifact beside a Keras model")
-    ex.add_argument("--model", default=str(DEFAULT_MODEL.with_suffix(".keras")), help="Keras model to convert")
+    ex.add_argument("--model", default=str(ModelArtifact(DEFAULT_MODEL).keras), help="Keras model to convert")
     ex.add_argument("--out", help="ONNX file to write (default: beside the model, with its name)")
     ex.set_defaults(func=_export)
 

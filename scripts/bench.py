@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from captcha_api.cli import MODEL_HELP, HelpFormatter
-from captcha_api.core.artifact import DEFAULT_MODEL, artifact_paths
+from captcha_api.core.artifact import DEFAULT_MODEL, ModelArtifact
 from captcha_api.core.preprocess import preprocess
 from captcha_api.core.runtime import Recognizer
 from scripts.process import ROOT, GunicornProcess, memory_mb
@@ -448,7 +448,8 @@ def run(args) -> dict:
         "smoke": args.smoke,
         "in_process": {},
     }
-    keras_path, onnx_path, _ = artifact_paths(model)
+    artifact = ModelArtifact.at(model)
+    keras_path, onnx_path = artifact.keras, artifact.onnx
     runtimes = ["onnx"]
     if not args.no_keras and keras_path.is_file() and importlib.util.find_spec("tensorflow") is not None:
         runtimes.append("keras")

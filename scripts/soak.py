@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from captcha_api.cli import MODEL_HELP, HelpFormatter
-from captcha_api.core.artifact import DEFAULT_MODEL, artifact_paths
+from captcha_api.core.artifact import DEFAULT_MODEL, ModelArtifact
 from scripts.bench import DEFAULT_DATA, SOAK_END, SOAK_START, Service, labelled_images, machine, multipart, wrk
 from scripts.process import ROOT, memory_mb
 
@@ -51,7 +51,7 @@ def run(model: Path, workers: int, plan: SoakPlan, data: Path | None) -> dict:
     body, content_type = multipart("image", [blobs[0]])
     with tempfile.TemporaryDirectory(prefix="captcha-soak-") as work:
         work = Path(work)
-        server = Service(artifact_paths(model)[1], "onnx", workers, work / "gunicorn.log")
+        server = Service(ModelArtifact.at(model).onnx, "onnx", workers, work / "gunicorn.log")
         server.env.update(CAPTCHA_MAX_REQUESTS="0", CAPTCHA_MAX_WORKER_RSS_MB="0")
         server.start()
         try:

@@ -3,13 +3,14 @@
 import numpy as np
 import pytest
 
-from captcha_api.core.artifact import DEFAULT_MODEL, ModelMetadata, artifact_paths
+from captcha_api.core.artifact import DEFAULT_MODEL, ModelArtifact, ModelMetadata
 from captcha_api.core.preprocess import image_to_array
 from captcha_api.core.runtime import Recognizer
 from captcha_api.training.data import load_images, read_labels
 from captcha_api.training.generator import GeneratorConfig, sample
 
-KERAS, ONNX, META = artifact_paths(DEFAULT_MODEL)
+SHIPPED = ModelArtifact(DEFAULT_MODEL)
+KERAS, ONNX, META = SHIPPED.keras, SHIPPED.onnx, SHIPPED.metadata_path
 
 
 @pytest.fixture(scope="module")

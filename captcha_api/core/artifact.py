@@ -1,4 +1,5 @@
-"""The JSON metadata that makes an artifact self-describing: alphabet, blank index, input size, figures."""
+"""A model on disk (ModelArtifact: its files, side by side) and the JSON metadata that makes it self-describing
+(ModelMetadata: alphabet, blank index, input size, figures)."""
 
 from __future__ import annotations
 
@@ -57,9 +58,59 @@ class ModelMetadata:
         Path(path).write_text(json.dumps(asdict(self), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
 
-def artifact_paths(model: Path | str) -> tuple[Path, Path, Path]:
-    """A model path with or without suffix -> (.keras, .onnx, .json)."""
-    base = Path(model)
-    if base.suffix in (".keras", ".onnx", ".json"):
-        base = base.with_suffix("")
-    return base.with_suffix(".keras"), base.with_suffix(".onnx"), base.with_suffix(".json")
+SUFFIXES = (".onnx", ".keras", ".json")
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    """A model as files: FOLDER/NAME.onnx (served by ONNX Runtime), FOLDER/NAME.keras (trained, served by Keras) and
+    FOLDER/NAME.json (its metadata), side by side. Every path of a model is derived here and nowhere else."""
+
+    base: Path  # FOLDER/NAME, without suffix
+
+    @classmethod
+    def at(cls, path: Path | str) -> ModelArtifact:
+        """A model path with or without one of its suffixes (model/fssp, model/fssp.onnx, ...). Only those suffixes
+        are taken off: a name may hold dots of its own (model/fssp.v2)."""
+        path = Path(path)
+        return cls(path.with_suffix("") if path.suffix in SUFFIXES else path)
+
+    @classmethod
+    def find_all(cls, folder: Path | str) -> dict[str, ModelArtifact]:
+        """name -> artifact, for every NAME.json in the folder with NAME.onnx or NAME.keras beside it."""
+        found = {}
+        for meta in sorted(Path(folder).glob("*.json")):
+            artifact = cls(meta.with_suffix(""))
+            if artifact.has_network:
+                found[artifact.name] = artifact
+        return found
+
+    @property
+    def name(self) -> str:
+        return self.base.name
+
+    @property
+    def folder(self) -> Path:
+        return self.base.parent
+
+    @property
+    def onnx(self) -> Path:
+        return self.base.with_name(self.name + ".onnx")
+
+    @property
+    def keras(self) -> Path:
+        return self.base.with_name(self.name + ".keras")
+
+    @property
+    def metadata_path(self) -> Path:
+        return self.base.with_name(self.name + ".json")
+
+    @property
+    def has_network(self) -> bool:
+        return self.onnx.is_file() or self.keras.is_file()
+
+    def metadata(self) -> ModelMetadata:
+        return ModelMetadata.load(self.metadata_path)
+
+    def __str__(self) -> str:
+        return str(self.base)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifact import ModelMetadata, artifact_paths
+from .artifact import ModelArtifact
 from .decoding import Constraints, Reading, constrained_decode_batch, greedy_decode_batch
 from .errors import CaptchaError, InvalidConstraint
 from .preprocess import DEFAULT_MAX_PIXELS, INPUT_SHAPE, DecodeBudget, preprocess
@@ -88,8 +88,9 @@ class OnnxRuntime:
         return self.session.run(None, {self.input_name: batch})[0]
 
 
-def choose_runtime(model: Path | str, runtime: str = "auto", threads: int = 1):
-    keras_path, onnx_path, _ = artifact_paths(model)
+def choose_runtime(model: ModelArtifact | Path | str, runtime: str = "auto", threads: int = 1):
+    artifact = model if isinstance(model, ModelArtifact) else ModelArtifact.at(model)
+    keras_path, onnx_path = artifact.keras, artifact.onnx
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, not {runtime!r}")
     if runtime == "auto":
@@ -110,12 +111,16 @@ class Recognizer:
     on_model_call: Callable[[float, int], None] | None = None
 
     def __init__(
-        self, model: Path | str, runtime: str = "auto", threads: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS
+        self,
+        model: ModelArtifact | Path | str,
+        runtime: str = "auto",
+        threads: int = 1,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ):
-        _, _, meta_path = artifact_paths(model)
-        self.metadata = ModelMetadata.load(meta_path)
+        self.artifact = model if isinstance(model, ModelArtifact) else ModelArtifact.at(model)
+        self.metadata = self.artifact.metadata()
         self.alphabet = self.metadata.charset
-        self.runtime = choose_runtime(model, runtime, threads)
+        self.runtime = choose_runtime(self.artifact, runtime, threads)
         self.max_pixels = max_pixels
         self.path = self.runtime.path
         log.info("loaded model %s (%s runtime)", self.path, self.runtime.name)

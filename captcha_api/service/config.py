@@ -18,7 +18,7 @@ from pydantic import BeforeValidator, Field, ValidationError, field_validator, m
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
 
-from ..core.artifact import DEFAULT_MODEL
+from ..core.artifact import DEFAULT_MODEL, ModelArtifact
 
 PREFIX = "CAPTCHA_"
 PRINTABLE_ASCII = re.compile(r"[\x21-\x7e]+")
@@ -188,7 +188,7 @@ class Settings(BaseSettings):
         """Where the other served models are: every model in it is loaded beside the default."""
         if self.model_dir.lower() == "none":
             return None
-        return Path(self.model_dir) if self.model_dir else Path(self.model).parent
+        return Path(self.model_dir) if self.model_dir else ModelArtifact.at(self.model).folder
 
     @property
     def open_access(self) -> bool:

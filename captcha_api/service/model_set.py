@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from ..core.artifact import artifact_paths
+from ..core.artifact import ModelArtifact
 from ..core.errors import CaptchaError, ModelNotReady
 from ..core.runtime import Recognizer
 
@@ -40,31 +39,21 @@ class ModelSet:
         return recognizer
 
 
-def model_files(folder: Path) -> dict[str, Path]:
-    """name -> artifact base path, for every NAME.json in the folder with NAME.onnx or NAME.keras beside it."""
-    found = {}
-    for meta in sorted(Path(folder).glob("*.json")):
-        base = meta.with_suffix("")
-        if base.with_suffix(".onnx").is_file() or base.with_suffix(".keras").is_file():
-            found[base.name] = base
-    return found
-
-
 def load_models(settings) -> ModelSet:
     """CAPTCHA_MODEL is the default model; every model in CAPTCHA_MODEL_DIR (default: the default model's folder)
     is served beside it. A model that fails to load is logged and left out; without the default the service
     answers 503 until it is fixed."""
-    default_base = artifact_paths(settings.model)[0].with_suffix("")
-    paths = model_files(settings.models_folder) if settings.models_folder else {}
-    paths[default_base.name] = default_base  # the configured file wins over a namesake in the folder
-    models = ModelSet(default_base.name)
-    for name, base in sorted(paths.items()):
+    default = ModelArtifact.at(settings.model)
+    artifacts = ModelArtifact.find_all(settings.models_folder) if settings.models_folder else {}
+    artifacts[default.name] = default  # the configured file wins over a namesake in the folder
+    models = ModelSet(default.name)
+    for name, artifact in sorted(artifacts.items()):
         try:
-            recognizer = Recognizer(base, settings.runtime, settings.threads, settings.max_pixels)
+            recognizer = Recognizer(artifact, settings.runtime, settings.threads, settings.max_pixels)
             # Inside the same guard: metadata that does not fit its network fails here, at its first run.
             recognizer.warm_up()
         except Exception as exc:  # noqa: BLE001 - a file left in the folder must never stop the service
-            log.error("could not load the model %s: %s", base, exc)
+            log.error("could not load the model %s: %s", artifact, exc)
             continue
         models.recognizers[name] = recognizer
     return models

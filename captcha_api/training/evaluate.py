@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.artifact import ModelMetadata, artifact_paths
+from ..core.artifact import ModelArtifact
 from ..core.preprocess import preprocess_batch
 from ..core.runtime import Recognizer
 from .data import read_labels
@@ -123,14 +123,14 @@ RECORDED = (
 
 def record(model: Path | str, key: str, figures: dict, holdout: bool) -> None:
     """Store the figures in the model's metadata (accuracy.KEY), where /info and the model card read them."""
-    meta_path = artifact_paths(model)[2]
-    meta = ModelMetadata.load(meta_path)
+    artifact = ModelArtifact.at(model)
+    meta = artifact.metadata()
     meta.accuracy[key] = {k: figures[k] for k in RECORDED if k in figures} | {
         "measured": datetime.date.today().isoformat(),
         "holdout_only": holdout,
     }
-    meta.save(meta_path)
-    log.info("recorded as accuracy.%s in %s", key, meta_path)
+    meta.save(artifact.metadata_path)
+    log.info("recorded as accuracy.%s in %s", key, artifact.metadata_path)
 
 
 def ddddocr_figures(paths: list[Path], truths: list[str], alphabet: str) -> dict | None:
@@ -165,12 +165,12 @@ def main(args) -> int:
     if args.files:
         files = {line.strip() for line in Path(args.files).read_text(encoding="utf-8").splitlines() if line.strip()}
     if getattr(args, "holdout", False):
-        meta = ModelMetadata.load(artifact_paths(args.model)[2])
+        meta = ModelArtifact.at(args.model).metadata()
         files = set(meta.training.get("holdout_files", []))
     figures, mistakes = evaluate(args.model, [Path(d) for d in args.data], args.runtime, files, args.batch_size)
     if getattr(args, "ddddocr", False):
         paths, truths = labelled_paths([Path(d) for d in args.data], files)
-        alphabet = ModelMetadata.load(artifact_paths(args.model)[2]).alphabet
+        alphabet = ModelArtifact.at(args.model).metadata().alphabet
         figures["ddddocr"] = ddddocr_figures(paths, truths, alphabet)
     print(f"images            {figures['n']}")
     print(f"exact match       {figures['exact_match']:.2%}")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.artifact import artifact_paths
+from ..core.artifact import ModelArtifact
 from ..core.preprocess import INPUT_SHAPE
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,8 @@ def export_onnx(model_path: Path, out: Path | None = None) -> Path:
     import tensorflow as tf
     import tf2onnx
 
-    keras_path, onnx_path, _ = artifact_paths(model_path)
+    artifact = ModelArtifact.at(model_path)
+    keras_path, onnx_path = artifact.keras, artifact.onnx
     out = Path(out) if out else onnx_path
     model = keras.saving.load_model(keras_path, compile=False)
     spec = (tf.TensorSpec((None, *INPUT_SHAPE), tf.float32, name="image"),)

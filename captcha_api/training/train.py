@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import __version__
 from ..core.alphabet import FSSP, Alphabet
-from ..core.artifact import ModelMetadata, artifact_paths
+from ..core.artifact import ModelArtifact, ModelMetadata
 from ..core.decoding import greedy_decode_batch
 from .data import LabelledFolder, augment, encode_labels, load_images, read_labels, split_holdout
 
@@ -162,7 +162,8 @@ class Progress(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def save_serving(self, serving):
-        keras_path, _, meta_path = artifact_paths(self.config.out_dir / self.config.name)
+        artifact = ModelArtifact(self.config.out_dir / self.config.name)
+        keras_path, meta_path = artifact.keras, artifact.metadata_path
         serving.save(keras_path)
         self.metadata.training.update(
             best_epoch=self.state["best_epoch"],
@@ -329,7 +330,7 @@ def train(config: TrainConfig) -> Path:
         callbacks=[keras.callbacks.ProgbarLogger(), progress],
         verbose=1 if sys.stdout.isatty() else 2,
     )
-    keras_path, _, _ = artifact_paths(config.out_dir / config.name)
+    keras_path = ModelArtifact(config.out_dir / config.name).keras
     log.info(
         "best epoch %d; serving model at %s; %.0f s of training", state["best_epoch"], keras_path, state["seconds"]
     )
@@ -345,8 +346,9 @@ def finish(keras_path: Path, real_folders: list[Path], has_holdout: bool) -> Non
     export_onnx(keras_path)
     if not has_holdout:
         return
-    meta = ModelMetadata.load(artifact_paths(keras_path)[2])
-    figures, _ = evaluate(keras_path.with_suffix(".onnx"), real_folders, "onnx", set(meta.training["holdout_files"]))
+    artifact = ModelArtifact.at(keras_path)
+    meta = artifact.metadata()
+    figures, _ = evaluate(artifact.onnx, real_folders, "onnx", set(meta.training["holdout_files"]))
     record(keras_path, "validation", figures, holdout=True)
     log.info(
         "held-out real images: %d, exact match %.2f%%, character accuracy %.2f%%",
