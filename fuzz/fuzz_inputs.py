@@ -1,7 +1,9 @@
 """Fuzz the input path: request bodies -> image bytes (multipart, JSON, base64, data URLs, options) -> model input.
 
-Any exception other than the project's own invalid-input errors (CaptchaError and its subclasses, which the API
-turns into 4xx answers) is a crash. Run by tests/test_fuzz.py for a bounded time; by hand:
+Bodies go through the whole app (the request models, their refusals, the views, the tiny test model): any 500 is
+a crash. Base64 strings and image bytes go to decoding and preprocessing directly, where any exception other than
+the project's own invalid-input errors (CaptchaError and its subclasses, answered as 4xx) is a crash.
+Run by tests/test_fuzz.py for a bounded time; by hand:
 
     python fuzz/fuzz_inputs.py -max_total_time=300 fuzz/corpus
 """
@@ -14,16 +16,30 @@ from pathlib import Path
 
 import atheris
 
-with atheris.instrument_imports(include=["captcha_api", "PIL", "werkzeug"]):
-    from flask import Flask
-
+with atheris.instrument_imports(include=["captcha_api", "PIL", "werkzeug", "pydantic", "spectree"]):
     from captcha_api.core.errors import CaptchaError
     from captcha_api.core.preprocess import preprocess
-    from captcha_api.service.inputs import batch_images, decode_base64, request_options, single_image
+    from captcha_api.service.app import create_app
+    from captcha_api.service.request_models import decode_base64
 
 MAX_BYTES = 200_000
 MAX_PIXELS = 1_000_000
-APP = Flask(__name__)
+TINY_MODEL = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "tiny"
+APP = create_app(
+    {
+        "model": TINY_MODEL,
+        "model_dir": "none",
+        "runtime": "onnx",
+        "rate_limit": "",
+        "batch_rate_limit": "",
+        "max_image_bytes": MAX_BYTES,
+        "max_pixels": MAX_PIXELS,
+        "max_batch": 8,
+        "log_level": "CRITICAL",
+    }
+)
+CLIENT = APP.test_client()
+PATHS = ("/predict", "/predict-batch")
 CONTENT_TYPES = (
     "application/json",
     "multipart/form-data; boundary=b",
@@ -34,23 +50,13 @@ CONTENT_TYPES = (
 
 
 def request_body(fdp: atheris.FuzzedDataProvider) -> None:
+    path = PATHS[fdp.ConsumeIntInRange(0, len(PATHS) - 1)]
     content_type = CONTENT_TYPES[fdp.ConsumeIntInRange(0, len(CONTENT_TYPES) - 1)]
     query = fdp.ConsumeUnicodeNoSurrogates(40)
     body = fdp.ConsumeBytes(fdp.remaining_bytes())
-    with APP.test_request_context("/predict?" + query, method="POST", data=body, content_type=content_type):
-        from flask import request
-
-        for parse in (
-            lambda: request_options(request),
-            lambda: single_image(request, MAX_BYTES),
-            lambda: batch_images(request, MAX_BYTES, 8),
-        ):
-            try:
-                items = parse()
-            except CaptchaError:
-                continue
-            if isinstance(items, bytes):
-                try_preprocess(items)
+    answer = CLIENT.post(f"{path}?{query}", data=body, content_type=content_type)
+    if answer.status_code >= 500:
+        raise AssertionError(f"{path}: {answer.status_code} {answer.get_data(as_text=True)[:500]}")
 
 
 def try_preprocess(data: bytes) -> None:

@@ -23,7 +23,7 @@ from PIL import Image
 from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.test import encode_multipart
 
-from captcha_api.service import schemas
+from captcha_api.service import request_models, response_models
 from scripts.process import GunicornProcess
 
 from .conftest import KEY, encode
@@ -288,11 +288,11 @@ def check_answer(case: Case, status: int, body: dict) -> None:
         return
     assert status == 200, (case.id, status, body)
     if case.entries:
-        batch = schemas.BatchReading.model_validate(body)
+        batch = response_models.BatchReading.model_validate(body)
         codes = tuple(None if entry.success else entry.error.code for entry in batch.results)
         assert codes == case.entries, (case.id, body)
     else:
-        schemas.Reading.model_validate(body)
+        response_models.Reading.model_validate(body)
 
 
 # ------------------------------------------------------------------------------------- Flask test client, all
@@ -317,7 +317,7 @@ def test_bad_input(catalogue_app, case):
     # the app still answers, a good request included
     assert client.get("/health").status_code == 200
     good = client.post("/predict", json={"image": b64(png())}, headers={"X-API-Key": KEY})
-    schemas.Reading.model_validate_json(good.data)
+    response_models.Reading.model_validate_json(good.data)
 
 
 def test_the_catalogue_covers_the_issue_list():
@@ -397,10 +397,10 @@ def live_server(tmp_path_factory):
 def alive(server: GunicornProcess) -> None:
     status, _, body = http_raw(server.port, Request("/health", []), method="GET")
     assert status == 200, body
-    schemas.Health.model_validate_json(body)
+    response_models.Health.model_validate_json(body)
     status, _, body = http_raw(server.port, as_json({"image": b64(png())}))
     assert status == 200, body
-    schemas.Reading.model_validate_json(body)
+    response_models.Reading.model_validate_json(body)
 
 
 @pytest.mark.integration
@@ -439,7 +439,7 @@ def test_gunicorn_refusals_leave_the_worker_alive(live_server):
 def test_the_longest_documented_query_reaches_the_app(live_server):
     """Three options of 200 four-byte characters: 7.2 KB of request line, within what /openapi.json allows. Found
     by schemathesis: gunicorn's default limit of 4094 answered it with its own HTML 414."""
-    option = "\U0001f600" * schemas.MAX_OPTION_CHARS
+    option = "\U0001f600" * request_models.MAX_OPTION_CHARS
     query = "&".join(f"{name}={quote(option)}" for name in ("model", "charset", "length"))
     status, headers, body = http_raw(live_server.port, as_json({"image": b64(png())}, path="/predict?" + query))
     assert headers.get("Content-Type") == "application/json", body[:300]

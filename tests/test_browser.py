@@ -1,5 +1,6 @@
 """End to end in a real browser: the Puppeteer example logs in to the demo site through its captcha, read by the
-service under gunicorn, 20 times, run by the command line of the README's Puppeteer section as written."""
+service under gunicorn, 20 times, run by the command line of the Puppeteer section of clients/node/README.md as
+written."""
 
 import json
 import os
@@ -21,7 +22,7 @@ from .demo_site import create_demo_app
 pytestmark = pytest.mark.integration  # starts real servers or tools: see pyproject.toml
 
 NODE_CLIENT = ROOT / "clients" / "node"
-README = ROOT / "README.md"
+README = NODE_CLIENT / "README.md"
 README_SECTION = "## Puppeteer example"
 README_COMMAND = "node clients/node/examples/puppeteer-login.js"
 # What the README's command line names and the test replaces with its own demo site, service and key.
@@ -91,7 +92,7 @@ def test_demo_site_accepts_only_the_right_answer():
 
 
 def readme_command() -> list[str]:
-    """The arguments of the line of the README's Puppeteer section that runs the example."""
+    """The arguments of the line of the Node client README's Puppeteer section that runs the example."""
     text = README.read_text(encoding="utf-8")
     section = re.search(rf"^{re.escape(README_SECTION)}\n(.*?)(?=^## |\Z)", text, flags=re.S | re.M)
     assert section, f"{README.name} has no section {README_SECTION!r}"
@@ -101,7 +102,8 @@ def readme_command() -> list[str]:
 
 
 def test_readme_command_names_the_example_and_its_placeholders():
-    """Checked without a browser too: the command the browser test runs is in the README, with what it replaces."""
+    """Checked without a browser too: the command the browser test runs is in the client's README, with what it
+    replaces."""
     args = readme_command()
     assert (ROOT / args[1]).is_file(), args
     assert {README_SITE, README_API_URL, README_KEY} <= set(args), args

@@ -1,4 +1,4 @@
-"""/openapi.json and /docs: built by spectree from the models that validate requests (captcha_api/schemas.py)."""
+"""/openapi.json and /docs: built by spectree from the request and answer models (captcha_api/service/)."""
 
 import io
 
@@ -6,7 +6,7 @@ import pytest
 from flask import jsonify
 from spectree import Response
 
-from captcha_api.service import schemas
+from captcha_api.service import request_models, response_models
 from captcha_api.service.openapi import spec
 
 from .conftest import KEY
@@ -46,9 +46,9 @@ def test_every_endpoint_is_described_and_nothing_else(document):
 def test_schemas_are_the_validating_models(document):
     """Not a hand-written document: each component is what pydantic makes of the model spectree validates with."""
     components = document["components"]["schemas"]
-    assert components["PredictJson"] == schemas.PredictJson.model_json_schema()
-    assert components["Reading"] == schemas.Reading.model_json_schema(mode="serialization")
-    assert components["Health"] == schemas.Health.model_json_schema(mode="serialization")
+    assert components["PredictJson"] == request_models.PredictJson.model_json_schema()
+    assert components["Reading"] == response_models.Reading.model_json_schema(mode="serialization")
+    assert components["Health"] == response_models.Health.model_json_schema(mode="serialization")
 
 
 def test_predict_takes_json_or_multipart_and_the_key_header(document):
@@ -100,23 +100,27 @@ def test_every_error_status_is_the_envelope_with_its_codes(document):
 
 def test_answers_match_their_declared_models(client, png):
     """The models check the answers too: the runtime hook for successes, and here the error envelopes."""
-    schemas.Health.model_validate_json(client.get("/health").data)
-    schemas.Info.model_validate_json(client.get("/info").data)
-    schemas.Reading.model_validate_json(client.post("/predict", data={"image": (io.BytesIO(png), "c.png")}).data)
+    response_models.Health.model_validate_json(client.get("/health").data)
+    response_models.Info.model_validate_json(client.get("/info").data)
+    response_models.Reading.model_validate_json(
+        client.post("/predict", data={"image": (io.BytesIO(png), "c.png")}).data
+    )
     batch = client.post("/predict-batch", json={"images": [b64(png), "!!", 7]})
-    answer = schemas.BatchReading.model_validate_json(batch.data)
+    answer = response_models.BatchReading.model_validate_json(batch.data)
     assert [type(entry).__name__ for entry in answer.results] == ["EntryRead", "EntryFailed", "EntryFailed"]
-    schemas.BadRequest.model_validate_json(client.post("/predict", json={"image": 5}).data)
-    schemas.Unauthorized.model_validate_json(client.get("/info", headers={"X-API-Key": "nope"}).data)
-    schemas.NotFound.model_validate_json(client.post("/predict?model=nope", json={"image": b64(png)}).data)
-    schemas.UnsupportedMedia.model_validate_json(client.post("/predict", data="x", content_type="text/plain").data)
+    response_models.BadRequest.model_validate_json(client.post("/predict", json={"image": 5}).data)
+    response_models.Unauthorized.model_validate_json(client.get("/info", headers={"X-API-Key": "nope"}).data)
+    response_models.NotFound.model_validate_json(client.post("/predict?model=nope", json={"image": b64(png)}).data)
+    response_models.UnsupportedMedia.model_validate_json(
+        client.post("/predict", data="x", content_type="text/plain").data
+    )
 
 
 def test_an_answer_off_its_model_is_a_logged_500_in_the_envelope(make_app, caplog):
     """The response hook: a view whose body breaks its declared model is a server bug, answered as one."""
     app = make_app()
 
-    @spec.validate(resp=Response(HTTP_200=schemas.Health))
+    @spec.validate(resp=Response(HTTP_200=response_models.Health))
     def off_contract():
         return jsonify({"status": "fine", "model_loaded": True, "version": "1.0.0", "extra": 1})
 

@@ -1,4 +1,5 @@
-"""The Python client (clients/python) against the live service under gunicorn, and its README examples as written."""
+"""The Python client (clients/python) against the live service under gunicorn, and its README examples as written:
+those of clients/python/README.md, and the project README's short one."""
 
 import base64
 import contextlib
@@ -39,7 +40,6 @@ from .test_server import example_labels
 pytestmark = pytest.mark.integration  # starts real servers or tools: see pyproject.toml
 
 README = ROOT / "README.md"
-README_SECTION = "## Python client"
 CLIENT_README = ROOT / "clients" / "python" / "README.md"
 ALPHABET = "2456789бвгджклмнпрст"
 
@@ -453,28 +453,23 @@ def test_parse_retry_after_http_dates():
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
 
 
-def readme_python_blocks() -> list[str]:
-    """The ```python blocks of the main README's section on this client, and of no other section."""
-    text = README.read_text(encoding="utf-8")
-    section = re.search(rf"^{re.escape(README_SECTION)}\n(.*?)(?=^## |\Z)", text, flags=re.S | re.M)
-    assert section, f"{README.name} has no section {README_SECTION!r}"
-    return re.findall(r"```python\n(.*?)```", section.group(1), flags=re.S)
-
-
-def client_readme_python_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", CLIENT_README.read_text(encoding="utf-8"), flags=re.S)
+def python_blocks(readme: Path) -> list[str]:
+    """The ```python blocks of a README (every one of the project's README and of the client's is about this client)."""
+    return re.findall(r"```python\n(.*?)```", readme.read_text(encoding="utf-8"), flags=re.S)
 
 
 def run_readme_examples(url: str, monkeypatch, capsys) -> tuple[str, str]:
     """Run the README's examples as a reader does, from the project's root; their output, and the text of the sample
     captcha they read."""
-    blocks = readme_python_blocks()
+    blocks = python_blocks(CLIENT_README)
     assert len(blocks) >= 3
+    front_page = python_blocks(README)
+    assert front_page, f"{README.name} has no Python client example"
+    blocks += front_page
     samples = {name for block in blocks for name in re.findall(r"examples/([^\s\"')]+)", block)}
     assert len(samples) == 1, samples  # one captcha, so every reading of it can be counted
     text = example_labels()[samples.pop()]
     monkeypatch.chdir(ROOT)
-    blocks += client_readme_python_blocks()
     for number, block in enumerate(blocks, 1):
         assert "http://localhost:5000" in block, block
         code = block.replace("http://localhost:5000", url)
@@ -483,7 +478,7 @@ def run_readme_examples(url: str, monkeypatch, capsys) -> tuple[str, str]:
 
 
 def check_readme_output(output: str, text: str) -> None:
-    assert output.count(text) >= 6, output  # file, bytes, data URL and batch readings, and the client README's
+    assert output.count(text) >= 6, output  # file, bytes, data URL and batch readings, and the project README's
     assert "'model_loaded': True" in output
     assert "3 invalid_base64" in output and "refused: 400 invalid_image" in output, output
     assert "[('captcha-v2', False), ('fssp', True)]" in output and "no such model: 404 unknown_model" in output, output

@@ -97,10 +97,18 @@ def test_bad_input_over_http_leaves_workers_alive(server):
     assert http("GET", server + "/health")[0] == 200
 
 
-def readme_curl_lines() -> list[str]:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"```(?:bash|sh|shell)\n(.*?)```", text, flags=re.S)
-    return [line.strip() for block in blocks for line in block.splitlines() if line.strip().startswith("curl ")]
+# The pages whose curl lines a reader runs against the service: the README's example, and the API's every call.
+CURL_PAGES = ("README.md", "docs/api.md")
+
+
+def readme_curl_lines(page: str | None = None) -> list[str]:
+    """The curl lines of the bash blocks of one page, or of every page of CURL_PAGES."""
+    lines = []
+    for name in (page,) if page else CURL_PAGES:
+        text = (ROOT / name).read_text(encoding="utf-8")
+        blocks = re.findall(r"```(?:bash|sh|shell)\n(.*?)```", text, flags=re.S)
+        lines += [line.strip() for block in blocks for line in block.splitlines() if line.strip().startswith("curl ")]
+    return lines
 
 
 EXAMPLES = ROOT / "examples"
@@ -125,6 +133,7 @@ def test_every_sample_captcha_is_labelled_and_licensed():
 def test_readme_curl_lines_work_as_written(server):
     if not shutil.which("curl"):
         pytest.fail("curl is not installed (make install-system installs it)")
+    assert readme_curl_lines("README.md"), "the README's curl example is gone"
     lines = readme_curl_lines()
     assert len(lines) >= 4
     labels = example_labels()

@@ -1,7 +1,11 @@
-"""Errors raised on bad input or an unusable model; each carries its HTTP status and a stable code."""
+"""What can go wrong reading an image with a model: one class per error, each with its HTTP status and the stable
+`code` clients match on. The service adds the errors of its own request handling (captcha_api/service/errors.py);
+`codes()` there lists every code of both, each defined once, as a class here or there."""
 
 
 class CaptchaError(Exception):
+    """The request cannot be handled as sent."""
+
     status = 400
     code = "bad_request"
 
@@ -17,12 +21,24 @@ class InvalidImage(CaptchaError):
     code = "invalid_image"
 
 
+class InvalidParameter(CaptchaError):
+    """An option (model, charset, length) of the wrong type or size, or a charset or length no reading of this
+    model can satisfy."""
+
+    status = 400
+    code = "invalid_parameter"
+
+
 class UnsupportedImageFormat(CaptchaError):
+    """An image format the service does not read (served: PNG, JPEG, BMP, GIF, WebP)."""
+
     status = 415
     code = "unsupported_format"
 
 
 class ImageTooLarge(CaptchaError):
+    """The image is over CAPTCHA_MAX_IMAGE_BYTES, or costs too much to decode (pixels, scans, segments)."""
+
     status = 413
     code = "image_too_large"
 
@@ -35,12 +51,7 @@ class UnreadableImage(CaptchaError):
 
 
 class ModelNotReady(CaptchaError):
+    """No model is loaded."""
+
     status = 503
     code = "model_unavailable"
-
-
-class InvalidConstraint(CaptchaError):
-    """A charset or length no reading of this model can satisfy."""
-
-    status = 400
-    code = "invalid_parameter"

@@ -17,7 +17,7 @@ import numpy as np
 
 from .artifact import ModelArtifact
 from .decoding import Constraints, Reading, constrained_decode_batch, greedy_decode_batch
-from .errors import CaptchaError, InvalidConstraint
+from .errors import CaptchaError, InvalidParameter
 from .preprocess import DEFAULT_MAX_PIXELS, INPUT_SHAPE, DecodeBudget, preprocess
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ class Recognizer:
 
     def read_arrays(self, batch: np.ndarray, constraints: Constraints | None = None) -> list[Reading]:
         """Model inputs -> readings; `constraints` (charset, length) act inside decoding. A constraint no reading
-        can meet (say, more characters than time steps) raises InvalidConstraint."""
+        can meet (say, more characters than time steps) raises InvalidParameter."""
         if batch.shape[1:] != INPUT_SHAPE:
             raise ValueError(f"expected a batch of {INPUT_SHAPE}, got {batch.shape}")
         if len(batch) == 0:
@@ -146,7 +146,7 @@ class Recognizer:
         try:
             return constrained_decode_batch(probs, self.alphabet, constraints)
         except ValueError as exc:
-            raise InvalidConstraint(str(exc)) from None
+            raise InvalidParameter(str(exc)) from None
 
     def read(self, data: bytes, constraints: Constraints | None = None) -> Reading:
         return self.read_arrays(preprocess(data, self.max_pixels)[None], constraints)[0]

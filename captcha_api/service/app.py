@@ -11,9 +11,9 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from . import errors, guard, openapi, routes, security
 from .config import load_settings
 from .extensions import cors, limiter
-from .inputs import JsonProvider
 from .model_set import load_models
 from .observability import logs, metrics
+from .request_models import JsonProvider
 
 log = logging.getLogger(__name__)
 

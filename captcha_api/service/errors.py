@@ -6,40 +6,160 @@ import logging
 import re
 
 from flask import Flask, current_app, jsonify, request
-from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
+from werkzeug import exceptions as http
 
-from ..core.errors import CaptchaError
+from ..core.errors import CaptchaError, ModelNotReady
 from .observability import context
 from .observability.metrics import PORT_KEY
 
 log = logging.getLogger(__name__)
 
-HTTP_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    408: "request_timeout",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    422: "unprocessable",
-    429: "rate_limited",
-    500: "internal_error",
-    503: "model_unavailable",
-}
 # Methods werkzeug lists for every route that nobody sends on purpose: a CORS preflight's and a GET's HEAD.
 IMPLIED_METHODS = frozenset({"HEAD", "OPTIONS"})
 
 
-class ApiError(CaptchaError):
-    """A request-level error raised by the views: status and code given at the raise site."""
+class ServiceError(CaptchaError):
+    """An error of the service's own request handling; `headers` go with its answer (Retry-After)."""
 
-    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
+    def __init__(self, message: str, headers: dict | None = None):
         super().__init__(message)
-        self.status = status
-        self.code = code
         self.headers = headers
+
+
+class MissingImage(ServiceError):
+    """The request holds no image: no field, an empty one, or an empty file."""
+
+    code = "missing_image"
+
+
+class InvalidJson(ServiceError):
+    """The body is not JSON, not an object, nests too deeply, or holds too many values."""
+
+    code = "invalid_json"
+
+
+class InvalidBase64(ServiceError):
+    """An image string that is neither base64 nor a base64 data URL."""
+
+    code = "invalid_base64"
+
+
+class MissingApiKey(ServiceError):
+    """No API key in the X-API-Key header."""
+
+    status = 401
+    code = "missing_api_key"
+
+
+class InvalidApiKey(ServiceError):
+    """The API key is not one of CAPTCHA_API_KEYS."""
+
+    status = 401
+    code = "invalid_api_key"
+
+
+class NotFound(ServiceError):
+    """Nothing is served at this path."""
+
+    status = 404
+    code = "not_found"
+
+
+class UnknownModel(ServiceError):
+    """No model of that name is served."""
+
+    status = 404
+    code = "unknown_model"
+
+
+class MethodNotAllowed(ServiceError):
+    """The path is served, with another method."""
+
+    status = 405
+    code = "method_not_allowed"
+
+
+class RequestTimeout(ServiceError):
+    """The request body did not arrive within CAPTCHA_BODY_TIMEOUT seconds."""
+
+    status = 408
+    code = "request_timeout"
+
+
+class PayloadTooLarge(ServiceError):
+    """The body is over CAPTCHA_MAX_BODY_BYTES, or a multipart form over Flask's limits."""
+
+    status = 413
+    code = "payload_too_large"
+
+
+class BatchTooLarge(ServiceError):
+    """More images in a batch than CAPTCHA_MAX_BATCH."""
+
+    status = 413
+    code = "batch_too_large"
+
+
+class UnsupportedMediaType(ServiceError):
+    """A body that is neither multipart/form-data nor application/json."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
+class RateLimited(ServiceError):
+    """Over the rate limit, or too many wrong API keys from this address; Retry-After says when to come back."""
+
+    status = 429
+    code = "rate_limited"
+
+
+class InternalError(ServiceError):
+    """A fault of the service (logged with its traceback); never the client's doing."""
+
+    status = 500
+    code = "internal_error"
+
+
+class ServerBusy(ServiceError):
+    """The worker holds as many request bodies as it may (CAPTCHA_MAX_BUFFERED_BYTES); retry after Retry-After."""
+
+    status = 503
+    code = "server_busy"
+
+
+def codes() -> dict[str, type[CaptchaError]]:
+    """Every error code the service answers with -> its class: the classes of core/errors.py and of this module
+    (a class defines a code by setting `code` itself). A code defined twice is a bug: ValueError."""
+    found: dict[str, type[CaptchaError]] = {}
+    pending = [CaptchaError]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if "code" in vars(cls):
+            if cls.code in found and found[cls.code] is not cls:
+                raise ValueError(f"the error code {cls.code!r} is defined twice: {found[cls.code]} and {cls}")
+            found[cls.code] = cls
+    return dict(sorted(found.items()))
+
+
+# What werkzeug's own HTTP errors (a 404 for a path, a 405, Flask-Limiter's 429, ...) are answered with, by status;
+# another status gets the code "http_error".
+HTTP_ERRORS: dict[int, type[CaptchaError]] = {
+    cls.status: cls
+    for cls in (
+        CaptchaError,
+        NotFound,
+        MethodNotAllowed,
+        RequestTimeout,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        RateLimited,
+        InternalError,
+        ModelNotReady,
+    )
+}
+HTTP_ERROR = "http_error"
 
 
 def error_body(code: str, message: str) -> dict:
@@ -60,26 +180,27 @@ def init_app(app: Flask) -> None:
     def captcha_error(exc: CaptchaError):
         return error_response(exc.status, exc.code, exc.message, getattr(exc, "headers", None))
 
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException):
+    @app.errorhandler(http.HTTPException)
+    def http_error(exc: http.HTTPException):
         status = exc.code or 500
         message = exc.description or exc.name
         if status == 429:
             message = f"rate limit exceeded: {exc.description}"
-        elif isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+        elif isinstance(exc, http.MethodNotAllowed) and exc.valid_methods:
             message = method_not_allowed(exc.valid_methods)
         # werkzeug's generic texts say what went wrong, not what to do; a description given at a raise site stays.
-        elif isinstance(exc, NotFound) and exc.description == NotFound.description:
+        elif isinstance(exc, http.NotFound) and exc.description == http.NotFound.description:
             message = not_found()
-        elif isinstance(exc, RequestEntityTooLarge) and exc.description == RequestEntityTooLarge.description:
+        elif isinstance(exc, http.RequestEntityTooLarge) and exc.description == http.RequestEntityTooLarge.description:
             message = too_large()
         headers = {k: v for k, v in exc.get_headers() if k.lower() not in ("content-type", "content-length")}
-        return error_response(status, HTTP_CODES.get(status, "http_error"), message, headers)
+        code = HTTP_ERRORS[status].code if status in HTTP_ERRORS else HTTP_ERROR
+        return error_response(status, code, message, headers)
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
         log.exception("unhandled error")
-        return error_response(500, "internal_error", "the server failed to handle this request")
+        return error_response(InternalError.status, InternalError.code, "the server failed to handle this request")
 
 
 def method_not_allowed(valid_methods) -> str:
@@ -119,7 +240,7 @@ def too_large() -> str:
         )
     if max_memory is not None:
         return too_big_field(max_memory)
-    return RequestEntityTooLarge.description
+    return http.RequestEntityTooLarge.description
 
 
 def too_big_field(max_memory: int) -> str:

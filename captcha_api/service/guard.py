@@ -23,7 +23,8 @@ from contextlib import nullcontext
 
 from flask import Flask, request
 
-from .errors import error_response
+from ..core.errors import CaptchaError
+from .errors import PayloadTooLarge, RequestTimeout, ServerBusy
 from .security import key_is_valid
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -31,12 +32,6 @@ CHUNK = 64 * 1024
 
 
 REFUSED = "captcha.body_refused"  # environ key: the refusal the app answers with
-
-
-class _Refused(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
-        super().__init__(message)
-        self.answer = (status, code, message, headers or {})
 
 
 class _BodyTimeout(Exception):
@@ -78,11 +73,12 @@ class BodyGuard:
         try:
             body = self._read(environ, held)
             whole = True
-        except _Refused as refused:
-            environ[REFUSED] = refused.answer
+        except CaptchaError as refused:
+            # Without its traceback: its frames hold the chunks read so far, which must go with this request.
+            environ[REFUSED] = refused.with_traceback(None)
             body = b""
         except Exception as error:  # noqa: BLE001 - a broken body (bad chunk, reset): whatever the server raised
-            environ[REFUSED] = (400, "bad_request", f"the request body could not be read: {error}", {})
+            environ[REFUSED] = CaptchaError(f"the request body could not be read: {error}")
             body = b""
         finally:
             if not whole:
@@ -106,7 +102,7 @@ class BodyGuard:
             try:
                 length = int(declared)
             except ValueError:
-                raise _Refused(400, "bad_request", "the Content-Length header is not a number") from None
+                raise CaptchaError("the Content-Length header is not a number") from None
             if length > self.max_body_bytes:
                 raise self._too_large()
         elif terminated:
@@ -128,9 +124,7 @@ class BodyGuard:
                     if received > self.max_body_bytes:
                         raise self._too_large()
                     if self.buffered + len(chunk) > self.max_buffered_bytes:
-                        raise _Refused(
-                            503,
-                            "server_busy",
+                        raise ServerBusy(
                             "this worker is reading as many request bodies as its memory allows "
                             "(CAPTCHA_MAX_BUFFERED_BYTES); retry in a moment",
                             {"Retry-After": "1"},
@@ -140,18 +134,14 @@ class BodyGuard:
                     parts.append(chunk)
         except _BodyTimeout:
             waited = time.monotonic() - started
-            raise _Refused(
-                408,
-                "request_timeout",
+            raise RequestTimeout(
                 f"the request body did not arrive within {self.timeout:g} s (CAPTCHA_BODY_TIMEOUT); "
                 f"{received} bytes came in {waited:.1f} s",
             ) from None
         return b"".join(parts)
 
-    def _too_large(self) -> _Refused:
-        return _Refused(
-            413,
-            "payload_too_large",
+    def _too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(
             f"the request body is larger than {self.max_body_bytes} bytes (CAPTCHA_MAX_BODY_BYTES)",
         )
 
@@ -159,7 +149,7 @@ class BodyGuard:
 def _answer_refusal():
     refused = request.environ.get(REFUSED)
     if refused is not None:
-        return error_response(*refused)
+        raise refused
     return None
 
 

@@ -6,15 +6,11 @@ import logging
 from dataclasses import dataclass, field
 
 from ..core.artifact import ModelArtifact
-from ..core.errors import CaptchaError, ModelNotReady
+from ..core.errors import ModelNotReady
 from ..core.runtime import Recognizer
+from .errors import UnknownModel
 
 log = logging.getLogger(__name__)
-
-
-class UnknownModel(CaptchaError):
-    status = 404
-    code = "unknown_model"
 
 
 @dataclass

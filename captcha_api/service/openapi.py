@@ -1,4 +1,4 @@
-"""Request validation and the OpenAPI description, both by spectree from the models in schemas.py.
+"""Request validation and the OpenAPI description, both by spectree from request_models.py and response_models.py.
 
 GET /openapi.json is the document spectree builds from the views' declarations; GET /docs is a Swagger UI page for
 it, with Swagger UI's files served by the service itself (GET /docs/<version>/<name>). All are public and not rate
@@ -22,7 +22,7 @@ from spectree.utils import get_multidict_items
 
 from .. import __version__
 from .extensions import limiter
-from .inputs import rejection
+from .request_models import check_media_type, refusal
 
 API_KEY = {"ApiKey": []}  # `security` of a view that needs the X-API-Key header
 
@@ -79,9 +79,14 @@ class Plugin(FlaskPlugin):
 def _reject(req, resp, error, instance, adapter) -> None:
     """spectree's hook after request validation: a request the models refuse is answered in the project's error
     envelope (errors.py) with the project's codes, instead of spectree's own 422 list."""
-    if error is not None:
-        _forget_causes(error)
-        raise rejection(req, adapter.validation_errors(error))
+    if error is None:
+        if req.context.form is not None:
+            # A urlencoded form is validated as a form too, and could pass one without files: only multipart and
+            # JSON bodies are read.
+            check_media_type(req)
+        return
+    _forget_causes(error)
+    raise refusal(req, error.title, adapter.validation_errors(error))
 
 
 def _forget_causes(error) -> None:

@@ -1,4 +1,4 @@
-"""The HTTP endpoints: they parse, delegate to the recognizer and answer."""
+"""The HTTP endpoints: each takes its validated request model (request_models.py), asks the recognizer, and answers."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from spectree import Response
 
 from .. import __version__
 from ..core.decoding import Constraints
-from ..core.errors import CaptchaError, InvalidConstraint
+from ..core.errors import CaptchaError, InvalidParameter
 from ..core.preprocess import DecodeBudget
-from . import schemas as s
+from . import response_models as s
 from .errors import error_body
 from .extensions import limiter
-from .inputs import batch_images, batch_length, request_options, single_image
 from .observability import context
 from .openapi import API_KEY, spec
+from .request_models import BatchForm, BatchJson, Options, PredictForm, PredictJson, batch_length, options
 
 bp = Blueprint("api", __name__)
 
@@ -29,17 +29,23 @@ def _models():
     return current_app.extensions["models"]
 
 
-def _recognizer_and_constraints():
+def _validated():
+    """The request's body model, as spectree validated it (PredictJson, PredictForm, BatchJson or BatchForm), and
+    its decoding options (the query string's win over the body's)."""
+    body = request.context.json if request.context.json is not None else request.context.form
+    return body, options(request.context.query, body)
+
+
+def _recognizer_and_constraints(given: dict):
     """The model a request asks for (else the default) and its decoding constraints, checked against that model."""
-    options = request_options(request)
-    recognizer = _models().get(options.get("model"))
-    if "charset" not in options and "length" not in options:
+    recognizer = _models().get(given.get("model"))
+    if "charset" not in given and "length" not in given:
         return recognizer, None
     try:
-        constraints = Constraints.parse(options.get("charset"), options.get("length"))
+        constraints = Constraints.parse(given.get("charset"), given.get("length"))
         constraints.check(recognizer.alphabet)
     except ValueError as exc:
-        raise InvalidConstraint(str(exc)) from None
+        raise InvalidParameter(str(exc)) from None
     return recognizer, constraints
 
 
@@ -82,20 +88,20 @@ images_limit = limiter.shared_limit(
 )
 
 
-# The error answers of the views that read images, by status (schemas.py lists the codes of each).
-IMAGE_ERRORS = {
-    "HTTP_400": s.BadRequest,
-    "HTTP_401": s.Unauthorized,
-    "HTTP_404": s.NotFound,
-    "HTTP_408": s.RequestTimeout,
-    "HTTP_413": s.TooLarge,
+# The error answers of the views that read images (response_models.py: each with the codes its status carries).
+IMAGE_ERRORS = s.responses(
+    s.BadRequest,
+    s.Unauthorized,
+    s.NotFound,
+    s.RequestTimeout,
+    s.TooLarge,
+    s.UnsupportedMedia,
+    s.Unreadable,
+    s.RateLimited,
+    s.Unavailable,
     # gunicorn.conf.py lets every documented query through (limit_request_line); only a longer one gets here.
-    "HTTP_414": (None, "The request line is over 8190 bytes: answered by gunicorn, before the app, not in JSON"),
-    "HTTP_415": s.UnsupportedMedia,
-    "HTTP_422": s.Unreadable,
-    "HTTP_429": s.RateLimited,
-    "HTTP_503": s.Unavailable,
-}
+    HTTP_414=(None, "The request line is over 8190 bytes: answered by gunicorn, before the app, not in JSON"),
+)
 
 
 @bp.get("/health")
@@ -156,9 +162,9 @@ def info():
 @bp.post("/predict")
 @images_limit
 @spec.validate(
-    query=s.Options,
-    json=s.PredictJson,
-    form=s.PredictForm,
+    query=Options,
+    json=PredictJson,
+    form=PredictForm,
     resp=Response(HTTP_200=s.Reading, **IMAGE_ERRORS),
     security=API_KEY,
     operation_id="predict",
@@ -169,8 +175,9 @@ def predict():
     The image comes as a multipart file in field 'image', or as JSON {"image": "<base64 or data URL>"}
     ('image_base64' and 'text' are accepted as aliases). The options model, charset and length may be given in
     the query string, the JSON body or multipart fields; the query string wins."""
-    recognizer, constraints = _recognizer_and_constraints()
-    data = single_image(request, _settings().max_image_bytes)
+    body, given = _validated()
+    recognizer, constraints = _recognizer_and_constraints(given)
+    data = body.image_bytes(_settings().max_image_bytes)
     reading = recognizer.read(data, constraints)
     return jsonify({"success": True, **_reading(reading)})
 
@@ -179,9 +186,9 @@ def predict():
 @images_limit
 @limiter.limit(_limit("batch_rate_limit"), exempt_when=_limit_off("batch_rate_limit"))
 @spec.validate(
-    query=s.Options,
-    json=s.BatchJson,
-    form=s.BatchForm,
+    query=Options,
+    json=BatchJson,
+    form=BatchForm,
     resp=Response(HTTP_200=s.BatchReading, **{k: v for k, v in IMAGE_ERRORS.items() if k != "HTTP_422"}),
     security=API_KEY,
     operation_id="predict_batch",
@@ -191,9 +198,10 @@ def predict_batch():
 
     JSON {"images": [...]} with base64 strings or data URLs, or multipart files, one field 'images' each. Options
     as for /predict."""
-    recognizer, constraints = _recognizer_and_constraints()
+    body, given = _validated()
+    recognizer, constraints = _recognizer_and_constraints(given)
     settings = _settings()
-    items = batch_images(request, settings.max_image_bytes, settings.max_batch)
+    items = body.entries(settings.max_image_bytes, settings.max_batch)
     results = []
     failed = Counter()
     budget = DecodeBudget(settings.max_batch_pixels)

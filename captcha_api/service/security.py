@@ -10,7 +10,7 @@ import time
 from flask import Flask, current_app, request
 from limits import parse
 
-from .errors import ApiError
+from .errors import InvalidApiKey, MissingApiKey, RateLimited
 from .extensions import client_address, limiter
 
 log = logging.getLogger(__name__)
@@ -35,22 +35,20 @@ def require_api_key():
         return None
     given = request.headers.get(HEADER)
     if not given:
-        raise ApiError(401, "missing_api_key", f"send your API key in the {HEADER} header")
+        raise MissingApiKey(f"send your API key in the {HEADER} header")
     failures = current_app.extensions["auth_failure_limit"]
     address = client_address()
     if failures is not None and not _allowed(failures, address):
         # Every key is refused from here until the window passes, the right one too: otherwise a 401 against a
         # 200 would still tell a guesser which key is right.
-        raise ApiError(
-            429,
-            "rate_limited",
+        raise RateLimited(
             f"too many wrong API keys from this address ({failures}, CAPTCHA_AUTH_FAILURE_LIMIT)",
             {"Retry-After": str(_retry_after(failures, address))},
         )
     if not key_is_valid(given, settings.api_keys):
         if failures is not None:
             _count_failure(failures, address)
-        raise ApiError(401, "invalid_api_key", "the API key is not valid")
+        raise InvalidApiKey("the API key is not valid")
     return None
 
 

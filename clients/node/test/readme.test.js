@@ -1,8 +1,9 @@
 'use strict';
 
-// The ```js examples of the main README's "Node.js client" section, run as written: each is saved as a script in a
-// folder where `require('captcha-ocr-client')` finds this package and `captcha.png` is a generated captcha, and run
-// with node against the real service (its URL in place of http://localhost:5000, the key in CAPTCHA_API_KEY).
+// The ```js examples of this package's README (clients/node/README.md) and of the project's README, run as written:
+// each is saved as a script in a folder where `require('captcha-ocr-client')` finds this package and `captcha.png` is a
+// generated captcha, and run with node against the real service (its URL in place of http://localhost:5000, the key
+// in CAPTCHA_API_KEY).
 
 const assert = require('node:assert/strict');
 const { execFile } = require('node:child_process');
@@ -14,21 +15,16 @@ const { after, before, test } = require('node:test');
 
 const { KEY, ROOT, generateCaptchas, startService, toPng } = require('../test-support/service');
 
-const README = path.join(ROOT, 'README.md');
-const SECTION = '## Node.js client';
+const README = path.resolve(__dirname, '..', 'README.md');
+const PROJECT_README = path.join(ROOT, 'README.md');
 const README_URL = 'http://localhost:5000';
 
-/** The ```js blocks between `heading` and the next `## ` heading. */
-function sectionBlocks(markdown, heading, language) {
-  const lines = markdown.split('\n');
-  const start = lines.indexOf(heading);
-  assert.ok(start >= 0, `README.md has no section ${heading}`);
-  const end = lines.findIndex((line, i) => i > start && line.startsWith('## '));
-  const section = lines.slice(start + 1, end === -1 ? undefined : end).join('\n');
-  return [...section.matchAll(new RegExp('^```' + language + '\\n([\\s\\S]*?)^```', 'gm'))].map((m) => m[1]);
+/** The ```js blocks of a Markdown text (every one of both READMEs is an example of this client). */
+function blocks(markdown, language) {
+  return [...markdown.matchAll(new RegExp('^```' + language + '\\n([\\s\\S]*?)^```', 'gm'))].map((m) => m[1]);
 }
 
-// What each example must print, in README order, given the reading `text` of captcha.png.
+// What each example of this package's README must print, in README order, given the reading `text` of captcha.png.
 const EXPECTED = [
   (out, text) => {
     assert.match(out, /model_loaded: true/);
@@ -46,6 +42,13 @@ const EXPECTED = [
   },
   (out) => {
     assert.equal(out.trim(), 'refused: 400 invalid_image');
+  },
+];
+
+// The project README's short example: the reading.
+const EXPECTED_PROJECT = [
+  (out, text) => {
+    assert.equal(out.trim(), text);
   },
 ];
 
@@ -72,30 +75,40 @@ after(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-test('the README section has one expectation per example', async () => {
-  const blocks = sectionBlocks(await readFile(README, 'utf8'), SECTION, 'js');
-  assert.equal(blocks.length, EXPECTED.length);
+test('each README has one expectation per example', async () => {
+  assert.equal(blocks(await readFile(README, 'utf8'), 'js').length, EXPECTED.length);
+  assert.equal(blocks(await readFile(PROJECT_README, 'utf8'), 'js').length, EXPECTED_PROJECT.length);
 });
 
-test('every example of the README section runs as written and prints the reading', async () => {
-  const blocks = sectionBlocks(await readFile(README, 'utf8'), SECTION, 'js');
+/** Run each example of `readme` as written; `expected[i]` checks the output of the i-th. */
+async function runExamples(readme, expected) {
   const work = path.join(dir, 'example');
-  for (const [i, block] of blocks.entries()) {
-    assert.ok(block.includes(README_URL), `example ${i + 1} does not call ${README_URL}`);
-    assert.ok(block.includes("require('captcha-ocr-client')"), `example ${i + 1} does not require the package`);
+  const name = path.relative(ROOT, readme);
+  for (const [i, block] of blocks(await readFile(readme, 'utf8'), 'js').entries()) {
+    const example = `${name} example ${i + 1}`;
+    assert.ok(block.includes(README_URL), `${example} does not call ${README_URL}`);
+    assert.ok(block.includes("require('captcha-ocr-client')"), `${example} does not require the package`);
     const script = path.join(work, `example-${i + 1}.js`);
     await writeFile(script, block.replaceAll(README_URL, service.url));
     const { stdout, stderr } = await promisify(execFile)(process.execPath, [script], {
       cwd: work,
       env: { ...process.env, CAPTCHA_API_KEY: KEY },
       timeout: 60000,
-    }).catch((error) => assert.fail(`example ${i + 1} failed: ${error.message}\n${error.stderr}`));
-    assert.equal(stderr, '', `example ${i + 1} wrote to stderr`);
+    }).catch((error) => assert.fail(`${example} failed: ${error.message}\n${error.stderr}`));
+    assert.equal(stderr, '', `${example} wrote to stderr`);
     try {
-      EXPECTED[i]?.(stdout, text);
+      expected[i]?.(stdout, text);
     } catch (error) {
-      error.message = `example ${i + 1}: ${error.message}\nits output:\n${stdout}`;
+      error.message = `${example}: ${error.message}\nits output:\n${stdout}`;
       throw error;
     }
   }
+}
+
+test("every example of this package's README runs as written and prints the reading", async () => {
+  await runExamples(README, EXPECTED);
+});
+
+test("the project README's example runs as written and prints the reading", async () => {
+  await runExamples(PROJECT_README, EXPECTED_PROJECT);
 });
