@@ -34,9 +34,9 @@ workers = _settings.workers
 # gevent workers: each connection is a greenlet, so a client that is slow to send, or sends nothing, holds a few KB
 # and a socket, not a worker (a sync worker was held until `timeout` killed it: two such clients stopped the
 # service). Every wait for a client is bounded: headers within `keepalive` seconds (gunicorn's gevent worker), the
-# body within CAPTCHA_BODY_TIMEOUT (captcha_api/guard.py), any one read or write of a connection (an answer the
-# client does not read) about as long (captcha_api/worker.py). Reading an image and the model are CPU work, run one
-# at a time per worker, with bounded cost (captcha_api/ocr/preprocess.py). A worker holds at most
+# body within CAPTCHA_BODY_TIMEOUT (captcha_api/service/guard.py), any one read or write of a connection (an answer
+# the client does not read) about as long (captcha_api/service/worker.py). Reading an image and the model are CPU
+# work, run one at a time per worker, with bounded cost (captcha_api/core/preprocess.py). A worker holds at most
 # `worker_connections` connections.
 worker_class = "captcha_api.service.worker.CaptchaWorker"
 worker_connections = _settings.worker_connections

@@ -91,8 +91,9 @@ def _predict(args) -> int:
 
 
 class _RequestHandler(WSGIRequestHandler):
-    """The app writes one access line per request itself (captcha_api/logs.py: latency, request id), as it does
-    under gunicorn (accesslog = None); the development server's own line would be a second one for each request."""
+    """The app writes one access line per request itself (service/observability/logs.py: latency, request id), as
+    it does under gunicorn (accesslog = None); the development server's own line would be a second one for each
+    request."""
 
     def log_request(self, code="-", size="-") -> None:
         pass
@@ -252,8 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command != "serve":
-        # serve logs through the app's own handler, in CAPTCHA_LOG_FORMAT (captcha_api/logs.py): a text handler here
-        # as well wrote every line twice.
+        # serve logs through the app's own handler, in CAPTCHA_LOG_FORMAT (service/observability/logs.py): a text
+        # handler here as well wrote every line twice.
         logging.basicConfig(
             level=logging.DEBUG if args.verbose else logging.INFO,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",

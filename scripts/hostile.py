@@ -231,7 +231,7 @@ def report(results: dict) -> str:
             f"Written by `python -m scripts.hostile --out docs/hostile.md` on {datetime.date.today()}: gunicorn with "
             "`gunicorn.conf.py` (2 gevent workers, no API key, limits off) on 127.0.0.1, the attacks from the same "
             f"machine ({host['cpu']}, {host['cores']} cores, {host['memory']}, {host['system']}, Python "
-            f'{host["python"]}). Rerun it to replace this page. What each defence is: README, "Security".',
+            f"{host['python']}). Rerun it to replace this page. What each defence is: docs/security.md.",
             "",
             "| attack | figure |",
             "|---|---|",

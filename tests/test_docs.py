@@ -1,5 +1,5 @@
 """/docs: Swagger UI served by the service itself (its files from the pinned flask-swagger-ui package), with no CDN,
-no inline script and a strict Content-Security-Policy (captcha_api/openapi.py)."""
+no inline script and a strict Content-Security-Policy (captcha_api/service/openapi.py)."""
 
 import os
 import subprocess

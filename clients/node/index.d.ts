@@ -35,8 +35,42 @@ export interface PredictOptions extends RequestOptions {
   length?: number | string;
 }
 
+/**
+ * The codes the service answers errors with, each defined once in the service (`codes()` in
+ * captcha_api/service/errors.py); tests/test_error_codes.py checks this list against it.
+ */
+export type ServiceErrorCode =
+  | 'bad_request'
+  | 'batch_too_large'
+  | 'image_too_large'
+  | 'internal_error'
+  | 'invalid_api_key'
+  | 'invalid_base64'
+  | 'invalid_image'
+  | 'invalid_json'
+  | 'invalid_parameter'
+  | 'method_not_allowed'
+  | 'missing_api_key'
+  | 'missing_image'
+  | 'model_unavailable'
+  | 'not_found'
+  | 'payload_too_large'
+  | 'rate_limited'
+  | 'request_timeout'
+  | 'server_busy'
+  | 'unknown_model'
+  | 'unreadable_image'
+  | 'unsupported_format'
+  | 'unsupported_media_type';
+
+/** The codes the client sets itself: no JSON error in the answer, an unusable answer, no answer at all. */
+export type ClientErrorCode = 'http_error' | 'invalid_response' | 'image_fetch_failed' | 'network_error' | 'timeout';
+
+/** Any code a `CaptchaApiError` may carry; a newer service may send codes this release does not list. */
+export type ErrorCode = ServiceErrorCode | ClientErrorCode | (string & {});
+
 export interface ErrorDetail {
-  code: string;
+  code: ErrorCode;
   message: string;
 }
 
@@ -104,9 +138,9 @@ export interface Info {
  * - No answer at all: the subclasses `CaptchaNetworkError` and `CaptchaTimeoutError`, with `status` 0.
  */
 export class CaptchaApiError extends Error {
-  constructor(message: string, details: { status: number; code: string; body?: unknown; cause?: unknown });
+  constructor(message: string, details: { status: number; code: ErrorCode; body?: unknown; cause?: unknown });
   readonly status: number;
-  readonly code: string;
+  readonly code: ErrorCode;
   readonly body: unknown;
 }
 

@@ -1,7 +1,7 @@
 """What the logs and the metrics report about one request, kept in one place.
 
 The request id and start time (set first, by logs.py), the error code of an error answer (errors.py) and a batch's
-size and failed images (api.py): each module notes its fact here and the access log and the metrics read them back,
+size and failed images (routes.py): each module notes its fact here and the access log and the metrics read them back,
 instead of passing loose attributes through flask.g. A record is made on first use, so the order of the hooks that
 note facts does not matter.
 """

@@ -1,6 +1,6 @@
 """A small client for the CaptchaOCR HTTP service, on requests: `CaptchaClient`, `Prediction` and the errors.
 
-Usage and examples: the section "Python client" of the project's README.md.
+Usage and examples: clients/python/README.md.
 """
 
 from __future__ import annotations
