@@ -5,7 +5,6 @@ misses fails this file."""
 import json
 import re
 
-import captcha_ocr_client as client
 import pytest
 import requests
 
@@ -19,30 +18,30 @@ NOT_DECLARED_BY_VIEWS = {"not_found", "method_not_allowed", "internal_error"}
 
 # What the Python client raises for each code. A new code needs its line here: the test below fails without it.
 PYTHON_CLIENT = {
-    "bad_request": client.InvalidInput,
-    "missing_image": client.InvalidInput,
-    "invalid_json": client.InvalidInput,
-    "invalid_base64": client.InvalidInput,
-    "invalid_image": client.InvalidInput,
-    "invalid_parameter": client.InvalidInput,
-    "payload_too_large": client.InvalidInput,
-    "image_too_large": client.InvalidInput,
-    "batch_too_large": client.InvalidInput,
-    "unsupported_media_type": client.InvalidInput,
-    "unsupported_format": client.InvalidInput,
-    "unreadable_image": client.InvalidInput,
-    "missing_api_key": client.AuthError,
-    "invalid_api_key": client.AuthError,
-    "unknown_model": client.UnknownModel,
-    "rate_limited": client.RateLimited,
-    "model_unavailable": client.ServiceUnavailable,
-    "server_busy": client.ServiceUnavailable,
+    "bad_request": "InvalidInput",
+    "missing_image": "InvalidInput",
+    "invalid_json": "InvalidInput",
+    "invalid_base64": "InvalidInput",
+    "invalid_image": "InvalidInput",
+    "invalid_parameter": "InvalidInput",
+    "payload_too_large": "InvalidInput",
+    "image_too_large": "InvalidInput",
+    "batch_too_large": "InvalidInput",
+    "unsupported_media_type": "InvalidInput",
+    "unsupported_format": "InvalidInput",
+    "unreadable_image": "InvalidInput",
+    "missing_api_key": "AuthError",
+    "invalid_api_key": "AuthError",
+    "unknown_model": "UnknownModel",
+    "rate_limited": "RateLimited",
+    "model_unavailable": "ServiceUnavailable",
+    "server_busy": "ServiceUnavailable",
     # The client sends its body at once, to paths and with methods that exist: these mean a wrong base URL, a
     # stalled network or a fault of the service, none of them a typed case a caller handles apart.
-    "not_found": client.CaptchaError,
-    "method_not_allowed": client.CaptchaError,
-    "request_timeout": client.CaptchaError,
-    "internal_error": client.CaptchaError,
+    "not_found": "CaptchaError",
+    "method_not_allowed": "CaptchaError",
+    "request_timeout": "CaptchaError",
+    "internal_error": "CaptchaError",
 }
 
 
@@ -82,13 +81,17 @@ def test_openapi_declares_every_code_a_view_answers(client):
 
 @pytest.mark.parametrize("code", sorted(codes()))
 def test_python_client_raises_its_typed_error_for_each_code(code):
+    # The Python client is a package of its own (clients/python; make install installs it beside the service).
+    python_client = pytest.importorskip(
+        "captcha_ocr_client", reason="the Python client is not installed (./clients/python)"
+    )
     assert code in PYTHON_CLIENT, f"decide what the Python client raises for {code!r}, and add it to PYTHON_CLIENT"
     response = requests.Response()
     response.status_code = codes()[code].status
     response._content = json.dumps({"success": False, "error": {"code": code, "message": "m"}}).encode()
     response.headers["Content-Type"] = "application/json"
-    error = client._error_from(response)
-    assert type(error) is PYTHON_CLIENT[code] and error.code == code and error.status == codes()[code].status
+    error = python_client._error_from(response)
+    assert type(error).__name__ == PYTHON_CLIENT[code] and error.code == code and error.status == codes()[code].status
 
 
 def test_node_client_types_list_exactly_the_service_codes():
