@@ -444,3 +444,22 @@ def test_the_longest_documented_query_reaches_the_app(live_server):
     status, headers, body = http_raw(live_server.port, as_json({"image": b64(png())}, path="/predict?" + query))
     assert headers.get("Content-Type") == "application/json", body[:300]
     assert status == 404 and json.loads(body)["error"]["code"] == "unknown_model"  # 'model' is checked first
+
+
+def test_a_field_sent_several_times_reads_its_first_file(client, png):
+    """/predict reads the first file of 'image', as request.files.get does; plain text fields are not files."""
+    two = MultiDict([("image", (io.BytesIO(png), "a.png")), ("image", (io.BytesIO(b""), "b.png"))])
+    assert client.post("/predict", data=two, headers={"X-API-Key": KEY}).status_code == 200
+    empty_first = MultiDict([("image", (io.BytesIO(b""), "a.png")), ("image", (io.BytesIO(png), "b.png"))])
+    answer = client.post("/predict", data=empty_first, headers={"X-API-Key": KEY})
+    assert answer.status_code == 400 and answer.get_json()["error"] == {
+        "code": "missing_image",
+        "message": "the uploaded file 'image' is empty",
+    }
+    text_only = client.post(
+        "/predict-batch", data={"images": "abc"}, content_type="multipart/form-data", headers={"X-API-Key": KEY}
+    )
+    assert text_only.status_code == 400 and text_only.get_json()["error"] == {
+        "code": "missing_image",
+        "message": "no files in the multipart field 'images'",
+    }

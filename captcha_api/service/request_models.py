@@ -16,7 +16,7 @@ from typing import Annotated, Any, ClassVar
 
 from flask import Request
 from flask.json.provider import DefaultJSONProvider
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, WithJsonSchema, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, WithJsonSchema, model_validator
 from pydantic.functional_validators import PlainValidator
 from werkzeug.datastructures import FileStorage
 
@@ -71,6 +71,7 @@ class Refusal:
 OPTION = Refusal(InvalidParameter, InvalidParameter)
 IMAGE_STRING = Refusal(InvalidImage, message="'{field}' must be a base64 string or data URL")
 IMAGE_FILE = Refusal(MissingImage, message="no file in the multipart field '{field}'")
+IMAGE_FILES = Refusal(MissingImage, message="no files in the multipart field '{field}'")
 IMAGE_LIST = Refusal(MissingImage)
 
 
@@ -85,10 +86,20 @@ def _optional(description: str, **extra) -> Any:
 
 
 def _uploaded_file(value: Any) -> FileStorage:
-    # A multipart part without a filename is a plain form field (a string), not a file.
+    # spectree hands a field sent several times over as a list: the first file is the one read, as werkzeug's
+    # request.files.get would. A multipart part without a filename is a plain form field (a string), not a file.
+    if isinstance(value, list):
+        value = next((item for item in value if isinstance(item, FileStorage)), None)
     if not isinstance(value, FileStorage):
         raise ValueError("not a file")
     return value
+
+
+def _uploaded_files(value: Any) -> list:
+    # A field sent once comes as its value, not as a list of one; the form's plain fields of that name are not
+    # files and are passed over, as request.files.getlist would.
+    values = value if isinstance(value, list) else [value]
+    return [item for item in values if isinstance(item, FileStorage)]
 
 
 OptionText = Annotated[str, Field(min_length=1, max_length=MAX_OPTION_CHARS), OPTION]
@@ -179,15 +190,9 @@ class BatchJson(_JsonOptions):
 class BatchForm(Options):
     """Several image files, each in a multipart field 'images'."""
 
-    images: Annotated[list[ImageFile], IMAGE_LIST] = Field(
+    images: Annotated[list[ImageFile], BeforeValidator(_uploaded_files), IMAGE_FILES] = Field(
         min_length=1, description="The image files, one field 'images' each."
     )
-
-    @field_validator("images", mode="before")
-    @classmethod
-    def _one_file_is_a_list(cls, value: Any) -> Any:
-        # spectree hands over a field sent once as its value, not as a list of one.
-        return value if isinstance(value, list) else [value]
 
     def entries(self, max_bytes: int, max_batch: int) -> list[bytes | CaptchaError]:
         check_batch_length(len(self.images), max_batch)
