@@ -214,7 +214,14 @@ def test_serve_writes_each_line_once_in_its_format(tiny_artifact, tmp_path, log_
     log_path = tmp_path / "serve.log"
     with open(log_path, "w") as log:  # a file, not a pipe: a full pipe would stall the server
         server = subprocess.Popen(
-            [sys.executable, "-m", "captcha_api", "serve"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "captcha_api", "serve"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            # Ctrl+C as a terminal sends it: a suite started in the background (`pytest &`) ignores SIGINT, and a
+            # child would inherit that and never stop.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         try:
             # Ready once it says so: polling /health would write access lines of its own.
