@@ -187,7 +187,7 @@ def multipart(field: str, files: list[bytes]) -> tuple[bytes, str]:
 
 
 WRK_SCRIPT = """
-wrk.method = "POST"
+wrk.method = "{method}"
 wrk.headers["Content-Type"] = "{content_type}"
 wrk.headers["X-API-Key"] = "{key}"
 local file = io.open("{body}", "rb")
@@ -205,12 +205,22 @@ end
 """
 
 
-def wrk(server: Service, path: str, body: bytes, content_type: str, connections: int, seconds: int, work: Path) -> dict:
-    """One wrk run: POST the same body for `seconds` over `connections` connections; latency in ms."""
+def wrk(
+    server: Service,
+    path: str,
+    body: bytes,
+    content_type: str,
+    connections: int,
+    seconds: int,
+    work: Path,
+    method: str = "POST",
+) -> dict:
+    """One wrk run: the same request (POST with `body`, or GET without) for `seconds` over `connections`
+    connections; latency in ms."""
     body_file = work / f"body-{secrets.token_hex(4)}"
     body_file.write_bytes(body)
     script = work / f"{body_file.name}.lua"
-    script.write_text(WRK_SCRIPT.format(content_type=content_type, key=server.key, body=body_file))
+    script.write_text(WRK_SCRIPT.format(method=method, content_type=content_type, key=server.key, body=body_file))
     command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script)]
     command.append(server.url + path)
     done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=seconds + 60)

@@ -5,7 +5,8 @@
 
 Each round starts each checkout's service (`gunicorn -c gunicorn.conf.py`, 2 workers, an API key, limits set high,
 as the benchmark does) on a loopback port and loads /predict with one real captcha (multipart) from wrk: a warm-up,
-then 10 s at concurrency 1 and 10 s at 16. Runs alternate between the checkouts, so a slower minute of a shared
+then 10 s at concurrency 1 and 10 s at 16, and GET /health for 10 s at concurrency 1 (the cost of the
+request path without a model). Runs alternate between the checkouts, so a slower minute of a shared
 machine hurts both; the medians over the rounds are printed last, with every run's figure.
 """
 
@@ -66,10 +67,16 @@ def measure(tree: Path, body: bytes, content_type: str, seconds: int) -> dict:
             wrk(_Target(url), "/predict", body, content_type, 1, 3, Path(work))
             c1 = wrk(_Target(url), "/predict", body, content_type, 1, seconds, Path(work))
             c16 = wrk(_Target(url), "/predict", body, content_type, 16, seconds, Path(work))
+            health = wrk(_Target(url), "/health", b"", "text/plain", 1, seconds, Path(work), method="GET")
         finally:
             server.terminate()
             server.wait(60)
-    return {"c1_p50_ms": c1["p50_ms"], "c16_rps": round(c16["rps"], 1), "errors": c1["errors"] + c16["errors"]}
+    return {
+        "c1_p50_ms": c1["p50_ms"],
+        "c16_rps": round(c16["rps"], 1),
+        "health_c1_p50_ms": health["p50_ms"],
+        "errors": c1["errors"] + c16["errors"] + health["errors"],
+    }
 
 
 def main(argv=None) -> int:
@@ -91,6 +98,7 @@ def main(argv=None) -> int:
         name: {
             "c1_p50_ms": statistics.median(r["c1_p50_ms"] for r in results),
             "c16_rps": statistics.median(r["c16_rps"] for r in results),
+            "health_c1_p50_ms": statistics.median(r["health_c1_p50_ms"] for r in results),
             "errors": sum(r["errors"] for r in results),
         }
         for name, results in runs.items()
