@@ -81,15 +81,34 @@ logger_class = CaptchaLogger
 _max_rss_kb = _settings.max_worker_rss_mb * 1024
 
 
+def post_worker_init(worker):
+    """A worker over the memory cap right after loading its models would be recycled after every request, each fresh
+    worker as big as the last (a Keras model brings TensorFlow: about 620 MB): said once here, and the cap is off for
+    this worker instead."""
+    worker.captcha_max_rss_kb = _max_rss_kb
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if _max_rss_kb and peak_kb > _max_rss_kb:
+        worker.log.error(
+            "worker %s uses %.0f MB once its models are loaded, over %sMAX_WORKER_RSS_MB=%d: the memory cap is off "
+            "for it (recycling would not help); raise the cap or serve fewer or smaller models",
+            worker.pid,
+            peak_kb / 1024,
+            PREFIX,
+            _settings.max_worker_rss_mb,
+        )
+        worker.captcha_max_rss_kb = 0
+
+
 def post_request(worker, req, environ, resp):
     """The memory cap (CAPTCHA_MAX_WORKER_RSS_MB, 0: off): a worker whose peak resident memory has passed it
     finishes its requests, exits, and the master starts a fresh one, as a process manager's memory restart would,
     without dropping a request. The peak (ru_maxrss, the kernel's high-water mark), not the memory in use now: a
     request that took a worker to 600 MB and gave it back before this check still shows what the worker can reach."""
-    if not _max_rss_kb or not worker.alive:
+    cap_kb = getattr(worker, "captcha_max_rss_kb", _max_rss_kb)
+    if not cap_kb or not worker.alive:
         return
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if peak_kb > _max_rss_kb:
+    if peak_kb > cap_kb:
         worker.log.warning(
             "worker %s reached %.0f MB, over CAPTCHA_MAX_WORKER_RSS_MB=%d: recycling it",
             worker.pid,

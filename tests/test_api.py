@@ -8,6 +8,8 @@ from flask import abort, request
 from PIL import Image
 from werkzeug.test import encode_multipart
 
+from captcha_api.service.config import ConfigError
+
 from .conftest import KEY, encode, json_lines
 
 
@@ -267,15 +269,12 @@ def test_a_description_given_at_the_raise_site_is_kept(make_app):
     assert message(client.get("/big", headers={"X-API-Key": KEY})) == "that is too much"
 
 
-def test_no_model_is_503(make_app, tmp_path, png):
-    app = make_app(model=tmp_path / "missing")
-    client = app.test_client()
-    response = client.get("/health")
-    assert response.status_code == 503
-    assert response.get_json() == {"status": "unavailable", "model_loaded": False, "version": "1.0.0"}
-    assert_error(
-        client.post("/predict", json={"image": b64(png)}, headers={"X-API-Key": KEY}), 503, "model_unavailable"
-    )
+def test_a_missing_default_model_stops_start_up_with_one_line(make_app, tmp_path):
+    with pytest.raises(ConfigError) as refused:
+        make_app(model=tmp_path / "missing")
+    message = str(refused.value)
+    assert message.startswith(f"CAPTCHA_MODEL={tmp_path / 'missing'}: no model there") and "\n" not in message
+    assert "missing.onnx" in message and "missing.json" in message
 
 
 def test_request_id_is_echoed_or_made(client):
@@ -310,7 +309,7 @@ def test_json_is_utf8_text_in_documented_order(client, png):
 
 
 @pytest.mark.parametrize("damage", ["corrupt-onnx", "bad-metadata"])
-def test_broken_model_files_give_503_not_a_crash(make_app, tiny_artifact, tmp_path, damage):
+def test_a_broken_default_model_stops_start_up_naming_it(make_app, tiny_artifact, tmp_path, damage):
     import shutil
 
     base = tmp_path / "broken"
@@ -320,4 +319,7 @@ def test_broken_model_files_give_503_not_a_crash(make_app, tiny_artifact, tmp_pa
         base.with_suffix(".onnx").write_bytes(b"not an onnx model")
     else:
         base.with_suffix(".json").write_text('{"name": "x", "unexpected": 1}')
-    assert make_app(model=base).test_client().get("/health").status_code == 503
+    with pytest.raises(ConfigError) as refused:
+        make_app(model=base)
+    message = str(refused.value)
+    assert message.startswith(f"CAPTCHA_MODEL={base}: the default model cannot be served: ") and "\n" not in message

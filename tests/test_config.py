@@ -1,7 +1,5 @@
 """Settings: environment parsing, defaults and start-up validation."""
 
-from pathlib import Path
-
 import pytest
 
 from captcha_api.core.artifact import DEFAULT_MODEL
@@ -19,10 +17,12 @@ def test_defaults():
     assert settings.metrics_bind_host == "127.0.0.1"
 
 
-def test_environment_is_typed():
+def test_environment_is_typed(tmp_path):
+    for name in ("mine.json", "mine.keras"):  # the default model must be there, with a file for its runtime
+        (tmp_path / name).write_text("x")
     settings = load_settings(
         {
-            "CAPTCHA_MODEL": "/srv/models/mine",
+            "CAPTCHA_MODEL": str(tmp_path / "mine"),
             "CAPTCHA_RUNTIME": "Keras",
             "CAPTCHA_API_KEYS": " key-aaaaaaaaaaaaaaaa , key-bbbbbbbbbbbbbbbb ",
             "CAPTCHA_RATE_LIMIT": "100/minute",
@@ -34,7 +34,7 @@ def test_environment_is_typed():
             "CAPTCHA_PORT": "8080",
         }
     )
-    assert settings.model == Path("/srv/models/mine")
+    assert settings.model == tmp_path / "mine"
     assert settings.runtime == "keras"
     assert settings.api_keys == ("key-aaaaaaaaaaaaaaaa", "key-bbbbbbbbbbbbbbbb")
     assert settings.rate_limit == "100/minute"

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from captcha_api.core.artifact import ModelArtifact
 from scripts.process import GunicornProcess, free_port
 
 from .conftest import KEY, OTHER_KEY, ROOT, json_lines, wait_for_workers
@@ -34,7 +35,9 @@ def samples(text: str) -> dict:
 
 
 def value(scraped: dict, name: str, **labels) -> float:
-    return scraped.get((name, frozenset(labels.items())), 0.0)
+    """The sum of the series of `name` that carry these labels (others, such as a model's version, may differ)."""
+    wanted = set(labels.items())
+    return sum(v for (sample, given), v in scraped.items() if sample == name and wanted <= given)
 
 
 def series(scraped: dict, name: str) -> list[dict]:
@@ -117,10 +120,12 @@ def test_model_info_has_one_series_per_served_model(make_app, two_models, png):
     assert client.post("/predict?model=second", json={"image": b64(png)}).status_code == 200
     scraped = scrape(client)
     info = sorted(series(scraped, "captcha_model_info"), key=lambda labels: labels["model"])
+    version = ModelArtifact.version_of(two_models / "tiny.onnx")  # the same network file, copied: one version
     assert info == [
-        {"model": "second", "version": "2.1.0", "runtime": "onnx", "alphabet_size": "20", "default": "false"},
-        {"model": "tiny", "version": "1.0.0", "runtime": "onnx", "alphabet_size": "20", "default": "true"},
+        {"model": "second", "version": version, "runtime": "onnx", "alphabet_size": "20", "default": "false"},
+        {"model": "tiny", "version": version, "runtime": "onnx", "alphabet_size": "20", "default": "true"},
     ]
+    assert value(scraped, "captcha_inference_duration_seconds_count", model="second", version=version) == 1
     assert value(scraped, "captcha_inference_duration_seconds_count", model="second") == 1
     assert value(scraped, "captcha_inference_duration_seconds_count", model="tiny") == 0
     assert value(scraped, "captcha_workers") == 1

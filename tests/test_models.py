@@ -25,6 +25,8 @@ def model_folder(tiny_artifact, tmp_path):
     (folder / "broken.onnx").write_bytes(b"not a model")
     shutil.copy(tiny_artifact.with_suffix(".json"), folder / "broken.json")
     (folder / "notes.json").write_text("{}")  # no model beside it: not a model
+    (folder / "trained.keras").write_bytes(b"a Keras file, never opened by the ONNX runtime")
+    shutil.copy(tiny_artifact.with_suffix(".json"), folder / "trained.json")
     return folder
 
 
@@ -42,7 +44,11 @@ def mirrored(text: str, alphabet: str) -> str:
 def test_info_lists_every_served_model(multi):
     body = multi.get("/info").get_json()
     models = {m["name"]: m for m in body["models"]}
-    assert set(models) == {"tiny", "mirror"}  # broken.* failed to load and is left out
+    assert set(models) == {"tiny", "mirror"}  # broken.* failed to load, trained.* has no ONNX file: left out
+    not_served = {m["name"]: m["reason"] for m in body["not_served"]}
+    assert set(not_served) == {"broken", "trained"}
+    assert "cannot load the ONNX model" in not_served["broken"]
+    assert not_served["trained"].startswith("no trained.onnx: CAPTCHA_RUNTIME=onnx serves ONNX models only")
     assert models["tiny"]["default"] is True and models["mirror"]["default"] is False
     assert models["mirror"]["alphabet"] == models["tiny"]["alphabet"][::-1]
     assert body["model"]["name"] == "tiny"
@@ -159,3 +165,20 @@ def test_a_stray_model_that_fails_its_first_run_is_left_out(make_app, model_fold
     client = make_app(model=model_folder / "tiny", runtime="onnx").test_client()
     body = client.get("/info", headers={"X-API-Key": KEY}).get_json()
     assert "odd" not in {m["name"] for m in body["models"]} and "tiny" in {m["name"] for m in body["models"]}
+
+
+def test_every_reading_names_the_version_of_its_model(multi, png, model_folder):
+    from captcha_api.core.artifact import ModelArtifact
+
+    version = ModelArtifact.version_of(model_folder / "tiny.onnx")
+    assert len(version) == 12 and int(version, 16) >= 0
+    info = multi.get("/info").get_json()
+    assert {m["name"]: m["version"] for m in info["models"]} == {"tiny": version, "mirror": version}
+    for answer in (
+        multi.post("/predict", json={"image": b64(png)}),
+        multi.post("/predict-batch?model=mirror", json={"images": [b64(png)]}),
+    ):
+        assert answer.status_code == 200 and answer.headers["X-Model-Version"] == version
+    assert "X-Model-Version" not in multi.post("/predict", json={}).headers  # no reading, no version
+    (model_folder / "tiny.onnx").write_bytes((model_folder / "tiny.onnx").read_bytes() + b"\0")
+    assert ModelArtifact.version_of(model_folder / "tiny.onnx") != version  # other bytes, another version

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ class ModelMetadata:
     architecture: str = ""
     training: dict = field(default_factory=dict)
     accuracy: dict = field(default_factory=dict)
+    published: dict = field(default_factory=dict)  # version, figures and time, written by `publish`
 
     def __post_init__(self) -> None:
         if self.blank_index != len(self.alphabet):
@@ -59,6 +61,7 @@ class ModelMetadata:
 
 
 SUFFIXES = (".onnx", ".keras", ".json")
+VERSION_CHARS = 12
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,16 @@ class ModelArtifact:
 
     def metadata(self) -> ModelMetadata:
         return ModelMetadata.load(self.metadata_path)
+
+    @staticmethod
+    def version_of(network: Path) -> str:
+        """A model's version: the start of the SHA-256 of its network file, so the same weights always carry the
+        same version, wherever they are copied, and any retraining a new one."""
+        digest = hashlib.sha256()
+        with open(network, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()[:VERSION_CHARS]
 
     def __str__(self) -> str:
         return str(self.base)

@@ -121,6 +121,8 @@ class Recognizer:
         self.metadata = self.artifact.metadata()
         self.alphabet = self.metadata.charset
         self.runtime = choose_runtime(self.artifact, runtime, threads)
+        # The version of the network file this runtime loaded (ModelArtifact.version_of).
+        self.version = ModelArtifact.version_of(self.runtime.path)
         self.max_pixels = max_pixels
         self.path = self.runtime.path
         log.info("loaded model %s (%s runtime)", self.path, self.runtime.name)

@@ -57,7 +57,7 @@ def create_app(test_config: Mapping | None = None) -> Flask:
         origins=list(settings.cors_origins),
         methods=["GET", "POST"],
         allow_headers=["Content-Type", "X-API-Key", "X-Request-ID"],
-        expose_headers=["Retry-After", "X-Request-ID"],
+        expose_headers=["Retry-After", "X-Request-ID", routes.MODEL_VERSION_HEADER],
     )
     app.register_blueprint(routes.bp)
     app.register_blueprint(openapi.docs)

@@ -87,7 +87,8 @@ class Settings(BaseSettings):
 
     model: Path = DEFAULT_MODEL
     model_dir: Text = ""  # "": the default model's folder; "none": the default model alone
-    runtime: Literal["auto", "onnx", "keras"] = "auto"
+    # onnx: the ONNX models of the folder (a .keras-only one is skipped); keras: their Keras files (loads TensorFlow)
+    runtime: Literal["onnx", "keras"] = "onnx"
     threads: Positive = 1
     api_keys: Words = ()
     allow_open: Flag = False
@@ -181,6 +182,14 @@ class Settings(BaseSettings):
         for failed, message in checks:
             if failed:
                 raise ValueError(PREFIX + message.format(p=PREFIX))
+        default = ModelArtifact.at(self.model)
+        needed = (default.metadata_path, default.onnx if self.runtime == "onnx" else default.keras)
+        missing = [str(path) for path in needed if not path.is_file()]
+        if missing:
+            raise ValueError(
+                f"{PREFIX}MODEL={self.model}: no model there ({' and '.join(missing)} not found; "
+                f"{PREFIX}RUNTIME={self.runtime} serves NAME.json with NAME.{self.runtime})"
+            )
         return self
 
     @property

@@ -26,16 +26,23 @@ class Health(_Answer):
 
 class ModelInfo(_Answer):
     name: str
+    version: str = Field(description="The model's version: the start of the SHA-256 of its network file")
     runtime: str
     image_size: list[int] = Field(min_length=2, max_length=2, description="[height, width] the model takes")
     max_sequence_length: int
     min_sequence_length: int
     alphabet: str
     accuracy: dict[str, Any] = Field(description="Figures measured when the model was made")
+    published: dict[str, Any] = Field(description="Version, figures and time it was published with (else empty)")
 
 
 class ServedModel(ModelInfo):
     default: bool
+
+
+class NotServed(_Answer):
+    name: str
+    reason: str = Field(description="Why it is not served: no file for the runtime, or a load failure")
 
 
 class Limits(_Answer):
@@ -50,6 +57,7 @@ class Info(_Answer):
     description: str
     model: ModelInfo = Field(description="The default model")
     models: list[ServedModel] = Field(description="Every model served; pick one with the 'model' option")
+    not_served: list[NotServed] = Field(description="Models of the folder left out, each with its reason")
     endpoints: dict[str, str]
     limits: Limits
 

@@ -19,6 +19,7 @@ from .openapi import API_KEY, spec
 from .request_models import BatchForm, BatchJson, Options, PredictForm, PredictJson, batch_length, options
 
 bp = Blueprint("api", __name__)
+MODEL_VERSION_HEADER = "X-Model-Version"
 
 
 def _settings():
@@ -53,17 +54,26 @@ def _describe(name: str, recognizer) -> dict:
     meta = recognizer.metadata
     return {
         "name": name,
+        "version": recognizer.version,
         "runtime": recognizer.runtime.name,
         "image_size": [meta.input_height, meta.input_width],
         "max_sequence_length": meta.max_length,
         "min_sequence_length": meta.min_length,
         "alphabet": meta.alphabet,
         "accuracy": meta.accuracy,
+        "published": meta.published,
     }
 
 
 def _reading(reading) -> dict:
     return {"prediction": reading.text, "confidence": round(reading.confidence, 4)}
+
+
+def _answer(body: dict, recognizer):
+    """A reading's answer, with the version of the model that read it (MODEL_VERSION_HEADER)."""
+    response = jsonify(body)
+    response.headers[MODEL_VERSION_HEADER] = recognizer.version
+    return response
 
 
 def _limit(key: str):
@@ -140,6 +150,7 @@ def info():
                 {**_describe(name, recognizer), "default": name == models.default_name}
                 for name, recognizer in sorted(models.recognizers.items())
             ],
+            "not_served": [{"name": name, "reason": reason} for name, reason in sorted(models.not_served.items())],
             "endpoints": {
                 "GET /health": "liveness and model readiness",
                 "GET /info": "this description",
@@ -179,7 +190,7 @@ def predict():
     recognizer, constraints = _recognizer_and_constraints(given)
     data = body.image_bytes(_settings().max_image_bytes)
     reading = recognizer.read(data, constraints)
-    return jsonify({"success": True, **_reading(reading)})
+    return _answer({"success": True, **_reading(reading)}, recognizer)
 
 
 @bp.post("/predict-batch")
@@ -214,4 +225,4 @@ def predict_batch():
             results.append({"index": index, "success": True, **_reading(outcome)})
     record = context.current()  # for the metrics, when they are on
     record.batch_size, record.image_errors = len(items), failed
-    return jsonify({"success": True, "total": len(results), "results": results})
+    return _answer({"success": True, "total": len(results), "results": results}, recognizer)

@@ -77,12 +77,14 @@ class Metrics:
         )
         self.inference = Histogram(
             "captcha_inference_duration_seconds",
-            "Time in the model (ONNX Runtime or Keras) per request, by model",
-            ["model"],
+            "Time in the model (ONNX Runtime or Keras) per request, by model and its version",
+            ["model", "version"],
             buckets=INFERENCE_BUCKETS,
             registry=r,
         )
-        self.images = Counter("captcha_images", "Images read by the model, by model", ["model"], registry=r)
+        self.images = Counter(
+            "captcha_images", "Images read by the model, by model and its version", ["model", "version"], registry=r
+        )
         self.batch_size = Histogram(
             "captcha_batch_size", "Images sent in one /predict-batch request", buckets=BATCH_BUCKETS, registry=r
         )
@@ -140,13 +142,13 @@ class Metrics:
         for name, recognizer in models.recognizers.items():
             meta = recognizer.metadata
             is_default = "true" if name == models.default_name else "false"
-            labels = (name, meta.version, recognizer.runtime.name, str(len(meta.alphabet)), is_default)
+            labels = (name, recognizer.version, recognizer.runtime.name, str(len(meta.alphabet)), is_default)
             self.model_info.labels(*labels).set(1)
-            recognizer.on_model_call = self._model_observer(name)
+            recognizer.on_model_call = self._model_observer(name, recognizer.version)
 
-    def _model_observer(self, name: str):
-        inference = self.inference.labels(name)
-        images = self.images.labels(name)
+    def _model_observer(self, name: str, version: str):
+        inference = self.inference.labels(name, version)
+        images = self.images.labels(name, version)
 
         def observe(seconds: float, count: int) -> None:
             inference.observe(seconds)
