@@ -1,5 +1,6 @@
-"""The command line: captcha-ocr (or python -m captcha_api) {generate,train,evaluate,export,pseudolabel,predict,serve}
-...; each command's --help gives its options. The benchmark and soak tools are scripts/bench.py and scripts/soak.py."""
+"""The command line: captcha-ocr (or python -m captcha_api)
+{generate,train,evaluate,export,pseudolabel,publish,predict,serve} ...; each command's --help gives its options. The
+benchmark and soak tools are scripts/bench.py and scripts/soak.py."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def _train(args) -> int:
 
     own_style = bool(args.data) and not args.synthetic
     if own_style and args.name == "fssp":
-        raise SystemExit("name the model of your captcha style: --name NAME (it becomes model/NAME.*)")
+        raise SystemExit("name the model of your captcha style: --name NAME (its run goes to runs/NAME)")
     if args.val_real is not None and args.val_fraction is not None:
         raise SystemExit("give --val-real or --val-fraction, not both")
     val_fraction = (
@@ -51,7 +52,6 @@ def _train(args) -> int:
         real_repeat=args.real_repeat if args.real_repeat is not None else (None if own_style else 20),
         synthetic_per_epoch=args.synthetic_per_epoch,
         patience=args.patience,
-        out_dir=Path(args.out_dir),
         work_dir=Path(args.work_dir or f"runs/{args.name}"),
         seed=args.seed,
         resume=not args.no_resume,
@@ -81,6 +81,18 @@ def _pseudolabel(args) -> int:
         args.model, Path(args.data), Path(args.out), args.min_confidence, range(args.min_length, args.max_length + 1)
     )
     print(f"{kept} of {seen} images labelled into {Path(args.out) / 'labels.csv'}")
+    return 0
+
+
+def _publish(args) -> int:
+    from .training.publish import PublishRefused, publish
+
+    try:
+        published = publish(Path(args.run), Path(args.to) if args.to else None, force=args.force)
+    except PublishRefused as refused:
+        print(f"refused: {refused}", file=sys.stderr)
+        return 1
+    print(published.summary())
     return 0
 
 
@@ -171,9 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "train",
         "train a CTC-BiLSTM model on a labelled folder of your captchas (--data), or on generated and real ones",
-        "Own captcha style: python -m captcha_api train --data DIR --name NAME writes model/NAME.keras, .onnx and "
-        ".json. The alphabet and maximum length come from the labels (labels.csv with filename,text, or images "
-        "named by their text); 15% of the images are held out to choose the epoch and measure the model.",
+        "Own captcha style: captcha-ocr train --data DIR --name NAME writes runs/NAME/NAME.keras, .onnx and .json "
+        "(then captcha-ocr publish runs/NAME serves it). The alphabet and maximum length come from the labels "
+        "(labels.csv with filename,text, or images named by their text); 15% of the images are held out to choose "
+        "the epoch and measure the model.",
     )
     tr.add_argument("--data", action="append", default=[], help="labelled folder of your captchas (repeatable)")
     tr.add_argument("--name", default="fssp", help="model name: the files are OUT_DIR/NAME.{keras,onnx,json}")
@@ -194,8 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--synthetic-per-epoch", type=int, default=20000, help="generated images drawn per epoch")
     tr.add_argument("--patience", type=int, default=8, help="stop after this many epochs without improvement")
-    tr.add_argument("--out-dir", default="model", help="folder for the model files")
-    tr.add_argument("--work-dir", help="checkpoints, for resuming (default runs/NAME)")
+    tr.add_argument(
+        "--work-dir",
+        help="where the run writes everything: checkpoints (to resume), NAME.keras, NAME.onnx, NAME.json, curve.png, "
+        "report.json (default runs/NAME); never a served folder: `publish` puts a finished model there",
+    )
     tr.add_argument("--seed", type=int, default=0, help="seed of the hold-out split, the sampling and augmentation")
     tr.add_argument("--no-resume", action="store_true", help="start afresh, whatever checkpoint WORK_DIR holds")
     tr.add_argument("--init-from", help="start from the weights of this .keras model")
@@ -228,6 +244,22 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--min-length", type=int, default=4, help="keep readings at least this long")
     pl.add_argument("--max-length", type=int, default=7, help="keep readings at most this long")
     pl.set_defaults(func=_pseudolabel)
+
+    pb = _command(
+        sub,
+        "publish",
+        "put a trained model into the served folder, if it reads at least as well as the one it replaces",
+        "Copy RUN's NAME.onnx and NAME.json into the served folder, each written aside and renamed, so a service never "
+        "sees half a model; a running service takes it on its next reload (kill -HUP <gunicorn master>). When a "
+        "model of that name is served already, both are measured on the held-out images recorded for the new one, "
+        "and the new one must score at least as well (exact match), else nothing is copied.",
+    )
+    pb.add_argument("run", help="the training run: runs/NAME (or a path to its NAME.onnx)")
+    pb.add_argument(
+        "--to", help="the served folder (default: CAPTCHA_MODEL_DIR, else the folder of CAPTCHA_MODEL, else model/)"
+    )
+    pb.add_argument("--force", action="store_true", help="publish even when it reads worse, or cannot be measured")
+    pb.set_defaults(func=_publish)
 
     pr = _command(
         sub, "predict", "read captchas on this machine, no server: one line per image, name, reading, confidence"

@@ -131,3 +131,22 @@ def log_output():
     stream = handler.setStream(buffer)
     yield buffer
     handler.setStream(stream)
+
+
+@pytest.fixture(scope="session")
+def own_style(tmp_path_factory):
+    """A folder of another captcha style, labelled by file name: Latin letters and digits, mixed case, 3-6
+    characters, drawn with Pillow's own font."""
+    import random
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    folder = tmp_path_factory.mktemp("own")
+    rng = random.Random(5)
+    font = ImageFont.load_default(size=28)
+    for i in range(30):
+        text = "".join(rng.choice("AbCdeFx39") for _ in range(rng.randint(3, 6)))
+        image = Image.new("RGB", (160, 50), (240, 236, 220))
+        ImageDraw.Draw(image).text((10 + rng.randint(0, 20), 8), text, font=font, fill=(20, 40, 120))
+        image.save(folder / f"{text}_{i}.png")
+    return folder

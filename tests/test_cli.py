@@ -62,7 +62,7 @@ def test_train_checkpoints_and_resumes(labelled, tmp_path, caplog):
     caplog.set_level("INFO")
     common = ["train", "--name", "mini", "--synthetic", str(labelled), "--real", str(labelled)]
     common += ["--val-real", "6", "--real-repeat", "1", "--batch-size", "8", "--patience", "5"]
-    common += ["--out-dir", str(tmp_path / "model"), "--work-dir", str(tmp_path / "run")]
+    common += ["--work-dir", str(tmp_path / "run")]
     assert main([*common, "--epochs", "1"]) == 0
     state = json.loads((tmp_path / "run" / "state.json").read_text())
     assert state["epoch"] == 1 and (tmp_path / "run" / "curve.png").is_file()
@@ -70,9 +70,10 @@ def test_train_checkpoints_and_resumes(labelled, tmp_path, caplog):
     state = json.loads((tmp_path / "run" / "state.json").read_text())
     assert state["epoch"] == 2 and len(state["history"]) == 2
     assert any("resuming from" in r.getMessage() for r in caplog.records)
-    meta = ModelMetadata.load(tmp_path / "model" / "mini.json")
+    meta = ModelMetadata.load(tmp_path / "run" / "mini.json")
     assert meta.blank_index == len(meta.alphabet) and len(meta.training["holdout_files"]) == 6
-    assert (tmp_path / "model" / "mini.keras").is_file()
+    assert (tmp_path / "run" / "mini.keras").is_file() and (tmp_path / "run" / "mini.onnx").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # everything in the run's folder, nothing beside
 
 
 def test_export_cli_writes_onnx(tiny_keras_artifact, tmp_path):
@@ -118,33 +119,14 @@ def test_pseudolabel_keeps_confident_readings_and_copies_their_images(tiny_artif
     assert (out / "labels.csv").read_text(encoding="utf-8").strip() == "filename,text"
 
 
-@pytest.fixture(scope="module")
-def own_style(tmp_path_factory):
-    """A folder of another captcha style, labelled by file name: Latin letters and digits, mixed case, 3-6
-    characters, drawn with Pillow's own font."""
-    import random
-
-    from PIL import Image, ImageDraw, ImageFont
-
-    folder = tmp_path_factory.mktemp("own")
-    rng = random.Random(5)
-    font = ImageFont.load_default(size=28)
-    for i in range(30):
-        text = "".join(rng.choice("AbCdeFx39") for _ in range(rng.randint(3, 6)))
-        image = Image.new("RGB", (160, 50), (240, 236, 220))
-        ImageDraw.Draw(image).text((10 + rng.randint(0, 20), 8), text, font=font, fill=(20, 40, 120))
-        image.save(folder / f"{text}_{i}.png")
-    return folder
-
-
 def test_train_on_any_labelled_folder(own_style, tmp_path, caplog):
     from captcha_api.core.runtime import Recognizer
     from captcha_api.training.data import read_labels
 
     caplog.set_level("INFO")
-    out = tmp_path / "model"
+    out = tmp_path / "run"
     args = ["train", "--data", str(own_style), "--name", "latin", "--epochs", "1", "--real-repeat", "2"]
-    assert main([*args, "--batch-size", "8", "--out-dir", str(out), "--work-dir", str(tmp_path / "run")]) == 0
+    assert main([*args, "--batch-size", "8", "--work-dir", str(out)]) == 0
     folder = read_labels(own_style)
     texts = folder.texts
     meta = ModelMetadata.load(out / "latin.json")
@@ -158,6 +140,8 @@ def test_train_on_any_labelled_folder(own_style, tmp_path, caplog):
     reading = Recognizer(out / "latin", "onnx").read(folder.files[0].read_bytes())
     assert set(reading.text) <= set(meta.alphabet)
     assert any("held-out real images: 15" in r.getMessage() for r in caplog.records)
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["held_out"]["n"] == 15 and len(report["mistakes"]) == round(15 * (1 - validation["exact_match"]))
 
 
 def test_train_on_a_folder_needs_a_name_and_readable_lengths(own_style, tmp_path):
@@ -177,8 +161,6 @@ def test_train_on_a_folder_needs_a_name_and_readable_lengths(own_style, tmp_path
                 str(long),
                 "--name",
                 "long",
-                "--out-dir",
-                str(tmp_path / "m"),
                 "--work-dir",
                 str(tmp_path / "r"),
             ]
@@ -263,7 +245,7 @@ def test_train_prints_progress_and_the_held_out_figure_without_framework_noise(o
     # As in a new user's shell: the tests' own process may have set a TensorFlow log level when it loaded Keras.
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     args = ["train", "--data", str(own_style), "--name", "latin", "--epochs", "1", "--real-repeat", "2"]
-    args += ["--batch-size", "8", "--out-dir", str(tmp_path / "model"), "--work-dir", str(tmp_path / "run")]
+    args += ["--batch-size", "8", "--work-dir", str(tmp_path / "run")]
     done = subprocess.run(
         [sys.executable, "-m", "captcha_api", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
     )

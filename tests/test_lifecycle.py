@@ -4,13 +4,18 @@ model that is not there stops start-up with one line, and every reading names it
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 import urllib.request
 
 import pytest
+import requests
 
 from captcha_api.core.artifact import DEFAULT_MODEL, ModelArtifact
+from captcha_api.training.publish import publish
 from scripts.process import GunicornProcess, free_port, memory_mb
 
 from .conftest import ROOT, json_lines, wait_for_workers
@@ -98,3 +103,100 @@ def test_a_default_model_that_is_not_there_stops_start_up_with_one_line(tmp_path
         f"error: CAPTCHA_MODEL={missing}: no model there ({missing}.json and {missing}.onnx not found; "
         "CAPTCHA_RUNTIME=onnx serves NAME.json with NAME.onnx)"
     ]
+
+
+def folder_state(folder) -> dict:
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+def served_models(url: str) -> dict:
+    with urllib.request.urlopen(url + "/info", timeout=10) as answer:
+        return {m["name"]: m["version"] for m in json.loads(answer.read())["models"]}
+
+
+def test_training_beside_a_running_service_leaves_the_served_folder_alone_until_publish(
+    tiny_artifact, own_style, tmp_path
+):
+    pytest.importorskip("tensorflow", reason="training needs the train extra (requirements-train.txt)")
+    served = tmp_path / "served"
+    served.mkdir()
+    for suffix in (".onnx", ".json"):
+        shutil.copy(tiny_artifact.with_suffix(suffix), served / f"tiny{suffix}")
+    before = folder_state(served)
+    with GunicornProcess({**OPEN, "CAPTCHA_MODEL": str(served / "tiny")}, tmp_path / "gunicorn.log") as server:
+        run = tmp_path / "runs" / "latin"
+        command = [sys.executable, "-m", "captcha_api", "train", "--data", str(own_style), "--name", "latin"]
+        command += ["--epochs", "1", "--real-repeat", "2", "--batch-size", "8", "--work-dir", str(run)]
+        subprocess.run(command, cwd=tmp_path, check=True, capture_output=True, timeout=600)
+        assert folder_state(served) == before  # byte for byte, while the run wrote its model
+        assert {"latin.keras", "latin.onnx", "latin.json", "report.json", "last.keras"} <= {
+            p.name for p in run.iterdir()
+        }
+        assert list(served_models(server.url)) == ["tiny"]
+        done = subprocess.run(
+            [sys.executable, "-m", "captcha_api", "publish", str(run), "--to", str(served)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert sorted(folder_state(served)) == ["latin.json", "latin.onnx", "tiny.json", "tiny.onnx"]
+        server.process.send_signal(signal.SIGHUP)
+        version = ModelArtifact.version_of(served / "latin.onnx")
+        deadline = time.monotonic() + 30
+        while served_models(server.url).get("latin") != version:
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.2)
+
+
+def test_a_reload_brings_the_published_model_in_without_a_failed_request(tiny_artifact, tmp_path):
+    """Steady load (8 clients, 30 s), a publish and SIGHUP half-way: no request fails, and the answers switch to the
+    new version within seconds."""
+    served, runs = tmp_path / "served", tmp_path / "runs" / "fssp"
+    served.mkdir()
+    runs.mkdir(parents=True)
+    for suffix in (".onnx", ".json"):
+        shutil.copy(tiny_artifact.with_suffix(suffix), served / f"fssp{suffix}")
+    shipped = ModelArtifact(DEFAULT_MODEL)
+    shutil.copy(shipped.onnx, runs / "fssp.onnx")
+    shutil.copy(shipped.metadata_path, runs / "fssp.json")
+    old, new = ModelArtifact.version_of(served / "fssp.onnx"), ModelArtifact.version_of(runs / "fssp.onnx")
+    image = SAMPLE.read_bytes()
+    seen: list[tuple[float, str]] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def client(url: str) -> None:
+        with requests.Session() as session:  # keep-alive connections, as scrapers hold them
+            while not stop.is_set():
+                try:
+                    answer = session.post(url + "/predict", files={"image": ("c.png", image)}, timeout=10)
+                    if answer.status_code != 200:
+                        failures.append(f"{answer.status_code} {answer.text[:200]}")
+                    seen.append((time.monotonic(), answer.headers.get("X-Model-Version", "")))
+                except requests.RequestException as error:
+                    failures.append(repr(error))
+
+    with GunicornProcess({**OPEN, "CAPTCHA_MODEL": str(served / "fssp")}, tmp_path / "gunicorn.log") as server:
+        wait_for_workers(server.log, 2)
+        clients = [threading.Thread(target=client, args=(server.url,)) for _ in range(8)]
+        for thread in clients:
+            thread.start()
+        time.sleep(15)
+        publish(runs, served, force=True)  # the tiny model reads nothing: the shipped one reads better anyway
+        reloaded = time.monotonic()
+        server.process.send_signal(signal.SIGHUP)
+        time.sleep(15)
+        stop.set()
+        for thread in clients:
+            thread.join(30)
+        log = server.log()
+    assert not failures, failures[:5]
+    assert len(seen) > 500
+    assert {version for _, version in seen} == {old, new}
+    switched = min(t for t, version in seen if version == new) - reloaded
+    assert all(version == new for t, version in seen if t > reloaded + switched + 5)  # no old answer after that
+    assert switched < 5, switched
+    assert "handling signal: hup" in log.lower()
+    print(f"\nreload under load: {len(seen)} requests, {len(failures)} failed, new version {switched:.2f} s after HUP")

@@ -56,8 +56,11 @@ class ModelMetadata:
         except TypeError as exc:  # missing or unknown fields
             raise ValueError(f"{path} is not model metadata: {exc}") from None
 
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False, indent=2) + "\n"
+
     def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(asdict(self), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        Path(path).write_text(self.to_json(), encoding="utf-8")
 
 
 SUFFIXES = (".onnx", ".keras", ".json")

@@ -42,7 +42,8 @@ class TrainConfig:
     real_repeat: int | None = 20  # None: enough to make SAMPLES_PER_EPOCH
     synthetic_per_epoch: int = 20000
     patience: int = 6
-    out_dir: Path = Path("model")
+    # Everything a run writes: checkpoints, the best model (NAME.keras, .onnx, .json), curve and report. Never the
+    # served folder: `publish` copies a finished model there.
     work_dir: Path = Path("runs/fssp")
     seed: int = 0
     resume: bool = True
@@ -162,7 +163,7 @@ class Progress(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def save_serving(self, serving):
-        artifact = ModelArtifact(self.config.out_dir / self.config.name)
+        artifact = ModelArtifact(self.config.work_dir / self.config.name)
         keras_path, meta_path = artifact.keras, artifact.metadata_path
         serving.save(keras_path)
         self.metadata.training.update(
@@ -226,7 +227,6 @@ def plot_curve(history: list[dict], path: Path) -> None:
 def train(config: TrainConfig) -> Path:
     keras.utils.set_random_seed(config.seed)
     config.work_dir.mkdir(parents=True, exist_ok=True)
-    config.out_dir.mkdir(parents=True, exist_ok=True)
     synthetic = concat([read_labels(p) for p in config.synthetic])
     real = concat([read_labels(p) for p in config.real])
     if not len(synthetic) and not len(real):
@@ -330,10 +330,8 @@ def train(config: TrainConfig) -> Path:
         callbacks=[keras.callbacks.ProgbarLogger(), progress],
         verbose=1 if sys.stdout.isatty() else 2,
     )
-    keras_path = ModelArtifact(config.out_dir / config.name).keras
-    log.info(
-        "best epoch %d; serving model at %s; %.0f s of training", state["best_epoch"], keras_path, state["seconds"]
-    )
+    keras_path = ModelArtifact(config.work_dir / config.name).keras
+    log.info("best epoch %d; model at %s; %.0f s of training", state["best_epoch"], keras_path, state["seconds"])
     finish(keras_path, config.real, bool(len(real_val)))
     return keras_path
 
@@ -348,8 +346,10 @@ def finish(keras_path: Path, real_folders: list[Path], has_holdout: bool) -> Non
         return
     artifact = ModelArtifact.at(keras_path)
     meta = artifact.metadata()
-    figures, _ = evaluate(artifact.onnx, real_folders, "onnx", set(meta.training["holdout_files"]))
+    figures, mistakes = evaluate(artifact.onnx, real_folders, "onnx", set(meta.training["holdout_files"]))
     record(keras_path, "validation", figures, holdout=True)
+    report = {"held_out": figures, "mistakes": mistakes}
+    (artifact.folder / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
     log.info(
         "held-out real images: %d, exact match %.2f%%, character accuracy %.2f%%",
         figures["n"],
