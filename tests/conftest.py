@@ -65,13 +65,14 @@ OTHER_KEY = "other-key-0123456789abcdef"
 
 
 @pytest.fixture
-def make_app(tiny_artifact):
-    """Build an app on the tiny model with settings overridden per test."""
+def make_app(tiny_artifact, tmp_path):
+    """Build an app on the tiny model with settings overridden per test (reports go to the test's own folder)."""
     from captcha_api.service.app import create_app
 
     def build(**overrides):
         settings = {
             "model": tiny_artifact,
+            "feedback_dir": str(tmp_path / "feedback"),
             "runtime": "onnx",
             "api_keys": [KEY],
             "rate_limit": "",

@@ -36,6 +36,10 @@ PYTHON_CLIENT = {
     "rate_limited": "RateLimited",
     "model_unavailable": "ServiceUnavailable",
     "server_busy": "ServiceUnavailable",
+    "feedback_unavailable": "ServiceUnavailable",
+    # Reports (POST /report), which the client does not send itself: what a caller of the raw API would get.
+    "unknown_request": "CaptchaError",
+    "feedback_full": "CaptchaError",
     # The client sends its body at once, to paths and with methods that exist: these mean a wrong base URL, a
     # stalled network or a fault of the service, none of them a typed case a caller handles apart.
     "not_found": "CaptchaError",

@@ -1,6 +1,7 @@
 """A model's life against the real gunicorn: files left in the served folder never take the service down, a default
 model that is not there stops start-up with one line, and every reading names its model's version."""
 
+import io
 import json
 import os
 import shutil
@@ -200,3 +201,38 @@ def test_a_reload_brings_the_published_model_in_without_a_failed_request(tiny_ar
     assert switched < 5, switched
     assert "handling signal: hup" in log.lower()
     print(f"\nreload under load: {len(seen)} requests, {len(failures)} failed, new version {switched:.2f} s after HUP")
+
+
+def test_a_report_finds_its_reading_whichever_worker_read_it(tmp_path):
+    """Reports go through gunicorn's two workers: the image of each reading is found by whichever worker gets the
+    report, and every report lands once in labels.csv."""
+    from captcha_api.training.data import read_labels
+    from captcha_api.training.generator import sample
+
+    folder = tmp_path / "feedback"
+    env = {**OPEN, "CAPTCHA_MODEL": str(DEFAULT_MODEL), "CAPTCHA_FEEDBACK_DIR": str(folder)}
+    images = []
+    for index in range(24):
+        image, _ = sample(seed=21, index=index)
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG")
+        images.append(buffer.getvalue())
+    with GunicornProcess(env, tmp_path / "gunicorn.log") as server:
+        wait_for_workers(server.log, 2)
+        reported, pairs = {}, []
+        for image in images:
+            answer = requests.post(server.url + "/predict", files={"image": ("c.png", image)}, timeout=10)
+            assert answer.status_code == 200
+            request_id, reading = answer.headers["X-Request-ID"], answer.json()["prediction"]
+            text = "2" * len(reading) if reading != "2" * len(reading) else "4" * len(reading)
+            text = text if 4 <= len(text) <= 7 else "2455"
+            stored = requests.post(server.url + "/report", json={"request_id": request_id, "text": text}, timeout=10)
+            assert stored.status_code == 200, stored.text
+            reported[request_id] = text
+            pairs.append((request_id, stored.headers["X-Request-ID"]))
+        records = json_lines(server.log())
+    labelled = read_labels(folder / "fssp")
+    assert sorted(labelled.texts) == sorted(reported.values())
+    pid = {r["request_id"]: r["pid"] for r in records if r.get("logger") == "captcha_api.access"}
+    crossed = [reading for reading, report in pairs if pid[reading] != pid[report]]
+    assert crossed, "every report reached the worker of its reading: nothing shown"

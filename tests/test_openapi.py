@@ -39,7 +39,7 @@ def test_document_and_docs_page_need_no_key_and_no_rate_limit(anonymous):
 def test_every_endpoint_is_described_and_nothing_else(document):
     assert document["openapi"].startswith("3.")
     assert document["info"]["title"] == "CAPTCHA OCR API" and document["info"]["version"] == "1.0.0"
-    assert set(document["paths"]) == {"/health", "/info", "/predict", "/predict-batch"}
+    assert set(document["paths"]) == {"/health", "/info", "/predict", "/predict-batch", "/report"}
     assert list(document["paths"]["/predict"]) == ["post"]
 
 

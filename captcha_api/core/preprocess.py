@@ -80,6 +80,15 @@ def decode_work(image: Image.Image, data: bytes) -> int:
     return width * height * scans
 
 
+# File signatures of the served formats -> the suffix an image of it is stored under.
+SIGNATURES = ((b"\x89PNG", ".png"), (b"\xff\xd8", ".jpg"), (b"GIF8", ".gif"), (b"BM", ".bmp"), (b"RIFF", ".webp"))
+
+
+def image_suffix(data: bytes) -> str:
+    """The file suffix for image bytes of a served format, by their signature (".img" for anything else)."""
+    return next((suffix for signature, suffix in SIGNATURES if data.startswith(signature)), ".img")
+
+
 def _known_format(data: bytes) -> str | None:
     """The name of a format we do not serve that Pillow knows these bytes as, by its signature check alone."""
     Image.init()

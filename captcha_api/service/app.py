@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -11,6 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from . import errors, guard, openapi, routes, security
 from .config import load_settings
 from .extensions import cors, limiter
+from .feedback import Feedback
 from .model_set import load_models
 from .observability import logs, metrics
 from .request_models import JsonProvider
@@ -62,6 +64,16 @@ def create_app(test_config: Mapping | None = None) -> Flask:
     app.register_blueprint(routes.bp)
     app.register_blueprint(openapi.docs)
     app.extensions["models"] = models = load_models(settings)
+    app.extensions["feedback"] = (
+        None
+        if settings.feedback_dir.lower() == "none"
+        else Feedback(
+            Path(settings.feedback_dir),
+            settings.feedback_keep_seconds,
+            settings.feedback_keep_mb * 2**20,
+            settings.feedback_max_mb * 2**20,
+        )
+    )
     if "metrics" in app.extensions:
         app.extensions["metrics"].watch_models(models)
     return app

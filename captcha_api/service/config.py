@@ -122,6 +122,12 @@ class Settings(BaseSettings):
     max_requests: Count = 20000
     max_requests_jitter: Count = 2000
     max_worker_rss_mb: Count = 400
+    # Reports of wrong readings (POST /report): where they are stored ("none": off), how long and how much of the
+    # recent readings' images is kept for a report to find, and how much the stored reports may take.
+    feedback_dir: Text = "runs/feedback"
+    feedback_keep_seconds: Count = 300
+    feedback_keep_mb: Count = 8
+    feedback_max_mb: Positive = 100
     control_socket: Text = ""  # gunicorn's control socket: "" none, else its path (one per instance)
 
     @classmethod

@@ -72,6 +72,13 @@ class UnknownModel(ServiceError):
     code = "unknown_model"
 
 
+class UnknownRequest(ServiceError):
+    """A report names a request id (and index) with no recent reading: unknown, or kept no more."""
+
+    status = 404
+    code = "unknown_request"
+
+
 class MethodNotAllowed(ServiceError):
     """The path is served, with another method."""
 
@@ -126,6 +133,20 @@ class ServerBusy(ServiceError):
 
     status = 503
     code = "server_busy"
+
+
+class FeedbackUnavailable(ServiceError):
+    """Reports are not stored: the feedback folder (CAPTCHA_FEEDBACK_DIR) is off or not writable."""
+
+    status = 503
+    code = "feedback_unavailable"
+
+
+class FeedbackFull(ServiceError):
+    """The feedback folder holds CAPTCHA_FEEDBACK_MAX_MB already."""
+
+    status = 507
+    code = "feedback_full"
 
 
 def codes() -> dict[str, type[CaptchaError]]:

@@ -199,7 +199,24 @@ class BatchForm(Options):
         return [_attempt(read_file, storage, max_bytes) for storage in self.images]
 
 
-BODIES = {model.__name__: model for model in (PredictJson, PredictForm, BatchJson, BatchForm, Options)}
+class ReportJson(BaseModel):
+    """A reading that was wrong, and the right text: the reading's request id (the X-Request-ID of its answer)
+    and, for a batch, the index of its image."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"request_id": "0f3c9d2a", "text": "д25сг"}]})
+
+    request_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$"), OPTION] = Field(
+        description="The X-Request-ID of the answer that carried the wrong reading."
+    )
+    text: Annotated[str, Field(min_length=1, max_length=MAX_OPTION_CHARS), OPTION] = Field(
+        description="What the image really says: characters of the model's alphabet, within its lengths."
+    )
+    index: Annotated[StrictInt, Field(ge=0, le=10_000), OPTION] = Field(
+        default=0, description="The image's index in a /predict-batch request; 0 for /predict."
+    )
+
+
+BODIES = {model.__name__: model for model in (PredictJson, PredictForm, BatchJson, BatchForm, ReportJson, Options)}
 
 
 def options(query: Options | None, body: Options) -> dict[str, str | int]:

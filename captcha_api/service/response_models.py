@@ -95,6 +95,13 @@ class BatchReading(_Answer):
     results: list[EntryRead | EntryFailed] = Field(description="One per image, in the order sent")
 
 
+class ReportStored(_Answer):
+    success: Literal[True]
+    stored: bool = Field(description="False when the same image was reported before: it is stored once")
+    model: str = Field(description="The model that made the wrong reading: its feedback folder")
+    file: str = Field(description="The image's file name in that folder (the start of its SHA-256)")
+
+
 def envelope(name: str, description: str, *classes: type[core.CaptchaError]) -> type[BaseModel]:
     """The error envelope {"success": false, "error": {"code", "message"}} with the codes of `classes`, which all
     answer with one status."""
@@ -148,6 +155,20 @@ Unavailable = envelope(
     core.ModelNotReady,
     errors.ServerBusy,
 )
+
+
+ReportBadRequest = envelope(
+    "ReportBadRequest",
+    "Bad JSON, a missing field, or a text the model could not read (characters, length) or that is the reading.",
+    errors.InvalidJson,
+    core.InvalidParameter,
+    core.CaptchaError,
+)
+ReportNotFound = envelope("ReportNotFound", errors.UnknownRequest.__doc__, errors.UnknownRequest)
+ReportUnsupportedMedia = envelope("ReportUnsupportedMedia", "The body is not JSON.", errors.UnsupportedMediaType)
+ReportUnavailable = envelope("ReportUnavailable", errors.FeedbackUnavailable.__doc__, errors.FeedbackUnavailable)
+FeedbackFull = envelope("FeedbackFull", errors.FeedbackFull.__doc__, errors.FeedbackFull)
+ReportTooLarge = envelope("ReportTooLarge", errors.PayloadTooLarge.__doc__, errors.PayloadTooLarge)
 
 
 def responses(*models: type[BaseModel], **more) -> dict:

@@ -12,11 +12,20 @@ from ..core.decoding import Constraints
 from ..core.errors import CaptchaError, InvalidParameter
 from ..core.preprocess import DecodeBudget
 from . import response_models as s
-from .errors import error_body
+from .errors import FeedbackUnavailable, UnsupportedMediaType, error_body
 from .extensions import limiter
 from .observability import context
 from .openapi import API_KEY, spec
-from .request_models import BatchForm, BatchJson, Options, PredictForm, PredictJson, batch_length, options
+from .request_models import (
+    BatchForm,
+    BatchJson,
+    Options,
+    PredictForm,
+    PredictJson,
+    ReportJson,
+    batch_length,
+    options,
+)
 
 bp = Blueprint("api", __name__)
 MODEL_VERSION_HEADER = "X-Model-Version"
@@ -74,6 +83,17 @@ def _answer(body: dict, recognizer):
     response = jsonify(body)
     response.headers[MODEL_VERSION_HEADER] = recognizer.version
     return response
+
+
+def _remember(given: dict, recognizer, readings) -> None:
+    """Keep the images of these readings briefly, for a report of a wrong one (feedback.py)."""
+    feedback = current_app.extensions.get("feedback")
+    if feedback is None:
+        return
+    name = given.get("model") or _models().default_name
+    request_id = context.current().request_id
+    for index, image, reading in readings:
+        feedback.remember(request_id, index, name, recognizer.version, reading.text, image)
 
 
 def _limit(key: str):
@@ -158,6 +178,8 @@ def info():
                 "GET /docs": "interactive documentation (Swagger UI)",
                 "POST /predict": "one image: multipart field 'image', or JSON {'image': base64 or data URL}",
                 "POST /predict-batch": "several images: JSON {'images': [...]} or multipart fields 'images'",
+                "POST /report": "a wrong reading: JSON {'request_id': X-Request-ID of its answer, 'text': the right "
+                "text}, stored for training",
                 "options": "model (a name from 'models'), charset (allowed characters), length (5 or 4-6): "
                 "in the query string, the JSON body or multipart fields",
             },
@@ -190,6 +212,7 @@ def predict():
     recognizer, constraints = _recognizer_and_constraints(given)
     data = body.image_bytes(_settings().max_image_bytes)
     reading = recognizer.read(data, constraints)
+    _remember(given, recognizer, [(0, data, reading)])
     return _answer({"success": True, **_reading(reading)}, recognizer)
 
 
@@ -216,6 +239,7 @@ def predict_batch():
     results = []
     failed = Counter()
     budget = DecodeBudget(settings.max_batch_pixels)
+    read = []
     for index, outcome in enumerate(recognizer.read_each(items, constraints, budget)):
         if isinstance(outcome, CaptchaError):
             error = error_body(outcome.code, outcome.message)["error"]
@@ -223,6 +247,46 @@ def predict_batch():
             failed[outcome.code] += 1
         else:
             results.append({"index": index, "success": True, **_reading(outcome)})
+            read.append((index, items[index], outcome))
+    _remember(given, recognizer, read)
     record = context.current()  # for the metrics, when they are on
     record.batch_size, record.image_errors = len(items), failed
     return _answer({"success": True, "total": len(results), "results": results}, recognizer)
+
+
+@bp.post("/report")
+@images_limit
+@spec.validate(
+    json=ReportJson,
+    resp=Response(
+        HTTP_200=s.ReportStored,
+        **s.responses(
+            s.ReportBadRequest,
+            s.Unauthorized,
+            s.ReportNotFound,
+            s.RequestTimeout,
+            s.ReportTooLarge,
+            s.ReportUnsupportedMedia,
+            s.RateLimited,
+            s.ReportUnavailable,
+            s.FeedbackFull,
+        ),
+    ),
+    security=API_KEY,
+    operation_id="report",
+)
+def report():
+    """Report a wrong reading, with the right text.
+
+    JSON {"request_id": "<X-Request-ID of the answer>", "text": "<what the image says>"} (and "index" for an image
+    of a batch). The image of a recent reading (kept for CAPTCHA_FEEDBACK_KEEP_SECONDS) is stored with the text in
+    the feedback folder, in the layout `captcha-ocr train --data` reads. Counts as one image against the rate
+    limit."""
+    body = request.context.json
+    if body is None:
+        raise UnsupportedMediaType(f"send application/json, not {request.mimetype or 'no content type'}")
+    feedback = current_app.extensions.get("feedback")
+    if feedback is None:
+        raise FeedbackUnavailable("reports are off on this service (CAPTCHA_FEEDBACK_DIR=none)")
+    stored = feedback.report(body.request_id, body.index, body.text, _models())
+    return jsonify({"success": True, **stored})

@@ -42,6 +42,8 @@ export interface PredictOptions extends RequestOptions {
 export type ServiceErrorCode =
   | 'bad_request'
   | 'batch_too_large'
+  | 'feedback_full'
+  | 'feedback_unavailable'
   | 'image_too_large'
   | 'internal_error'
   | 'invalid_api_key'
@@ -59,6 +61,7 @@ export type ServiceErrorCode =
   | 'request_timeout'
   | 'server_busy'
   | 'unknown_model'
+  | 'unknown_request'
   | 'unreadable_image'
   | 'unsupported_format'
   | 'unsupported_media_type';

@@ -1,0 +1,148 @@
+"""POST /report: the image of a recent wrong reading is stored with its right text, in the layout training reads;
+bounded in time and size, validated against the model, shared by workers through the folder."""
+
+import csv
+import io
+import os
+import time
+
+import pytest
+
+from captcha_api.training.data import read_labels
+
+from .conftest import KEY, encode
+from .test_api import assert_error, b64
+
+
+@pytest.fixture
+def reporting(make_app, tmp_path):
+    app = make_app(feedback_dir=str(tmp_path / "feedback"), feedback_keep_seconds=60)
+    client = app.test_client()
+    client.environ_base["HTTP_X_API_KEY"] = KEY
+    return app, client, tmp_path / "feedback"
+
+
+def read(client, png, request_id: str):
+    answer = client.post("/predict", json={"image": b64(png)}, headers={"X-Request-ID": request_id})
+    assert answer.status_code == 200 and answer.headers["X-Request-ID"] == request_id
+    return answer.get_json()["prediction"]
+
+
+def right_text(app, reading: str) -> str:
+    """A text the tiny model could read (its alphabet, its lengths) that is not its reading."""
+    meta = app.extensions["models"].default.metadata
+    text = meta.alphabet[: meta.min_length + 1]
+    return text if text != reading else meta.alphabet[1 : meta.min_length + 2]
+
+
+def test_a_report_stores_the_image_with_its_text_for_training(reporting, png):
+    app, client, folder = reporting
+    reading = read(client, png, "req-1")
+    text = right_text(app, reading)
+    answer = client.post("/report", json={"request_id": "req-1", "text": text})
+    assert answer.status_code == 200, answer.get_json()
+    body = answer.get_json()
+    assert body["success"] is True and body["stored"] is True and body["model"] == "tiny"
+    labelled = read_labels(folder / "tiny")  # what `captcha-ocr train --data` reads
+    assert labelled.texts == [text] and labelled.files[0].read_bytes() == png
+    assert labelled.files[0].name == body["file"] and body["file"].endswith(".png")
+    # The same image again (another request, another text): stored once
+    read(client, png, "req-2")
+    again = client.post("/report", json={"request_id": "req-2", "text": text})
+    assert again.status_code == 200 and again.get_json()["stored"] is False
+    assert len(read_labels(folder / "tiny").texts) == 1
+
+
+def test_a_batch_image_is_reported_by_its_index(reporting, png, captcha_image):
+    app, client, folder = reporting
+    jpeg = encode(captcha_image, "JPEG")
+    answer = client.post("/predict-batch", json={"images": [b64(png), "not base64!", b64(jpeg)]})
+    request_id = answer.headers["X-Request-ID"]
+    text = right_text(app, answer.get_json()["results"][2]["prediction"])
+    assert client.post("/report", json={"request_id": request_id, "index": 2, "text": text}).status_code == 200
+    stored = read_labels(folder / "tiny")
+    assert stored.files[0].read_bytes() == jpeg and stored.files[0].suffix == ".jpg"
+    assert_error(
+        client.post("/report", json={"request_id": request_id, "index": 1, "text": text}), 404, "unknown_request"
+    )
+
+
+def test_reports_are_checked_against_the_model_and_the_recent_readings(reporting, png):
+    app, client, _ = reporting
+    reading = read(client, png, "req-3")
+    meta = app.extensions["models"].default.metadata
+    for body, status, code in [
+        ({"request_id": "nope", "text": right_text(app, reading)}, 404, "unknown_request"),
+        ({"request_id": "req-3", "text": "Q" * meta.min_length}, 400, "invalid_parameter"),  # not its alphabet
+        ({"request_id": "req-3", "text": meta.alphabet[0] * (meta.max_length + 1)}, 400, "invalid_parameter"),
+        ({"request_id": "req-3"}, 400, "invalid_parameter"),
+        ({"request_id": "../../etc/passwd", "text": "x"}, 400, "invalid_parameter"),
+        ({"request_id": "req-3", "text": right_text(app, reading), "index": -1}, 400, "invalid_parameter"),
+    ]:
+        assert_error(client.post("/report", json=body), status, code)
+    if meta.min_length <= len(reading) <= meta.max_length:
+        assert_error(client.post("/report", json={"request_id": "req-3", "text": reading}), 400, "invalid_parameter")
+    assert_error(client.post("/report", data="x", content_type="text/plain"), 415, "unsupported_media_type")
+    anonymous = app.test_client()
+    assert_error(anonymous.post("/report", json={"request_id": "req-3", "text": "x"}), 401, "missing_api_key")
+
+
+def test_recent_images_are_kept_for_a_bounded_time_and_size(make_app, tmp_path, png):
+    folder = tmp_path / "feedback"
+    app = make_app(feedback_dir=str(folder), feedback_keep_seconds=60, feedback_keep_mb=0)
+    client = app.test_client()
+    client.environ_base["HTTP_X_API_KEY"] = KEY
+    read(client, png, "req-a")
+    time.sleep(1.1)  # one pruning a second per worker
+    read(client, png, "req-b")
+    kept = sorted(p.name for p in (folder / ".recent").iterdir() if not p.name.startswith("."))
+    assert kept == []  # a budget of 0 MB keeps nothing once pruned
+    timed = make_app(feedback_dir=str(tmp_path / "timed"), feedback_keep_seconds=1)
+    timed_client = timed.test_client()
+    timed_client.environ_base["HTTP_X_API_KEY"] = KEY
+    reading = read(timed_client, png, "req-c")
+    old = time.time() - 5
+    os.utime(tmp_path / "timed" / ".recent" / "req-c.0", (old, old))
+    answer = timed_client.post("/report", json={"request_id": "req-c", "text": right_text(timed, reading)})
+    assert_error(answer, 404, "unknown_request")
+    assert "kept 1 s" in answer.get_json()["error"]["message"]
+
+
+def test_the_stored_reports_have_a_quota(make_app, tmp_path, png):
+    folder = tmp_path / "feedback"
+    app = make_app(feedback_dir=str(folder), feedback_max_mb=1)
+    client = app.test_client()
+    client.environ_base["HTTP_X_API_KEY"] = KEY
+    (folder / "tiny").mkdir(parents=True)
+    (folder / "tiny" / "filler.bin").write_bytes(b"\0" * (2**20 - 100))
+    reading = read(client, png, "req-q")
+    assert_error(
+        client.post("/report", json={"request_id": "req-q", "text": right_text(app, reading)}), 507, "feedback_full"
+    )
+    assert not (folder / "tiny" / "labels.csv").exists()
+
+
+def test_reports_off_and_an_unwritable_folder_never_fail_a_reading(make_app, tmp_path, png):
+    off = make_app(feedback_dir="none").test_client()
+    off.environ_base["HTTP_X_API_KEY"] = KEY
+    assert off.post("/predict", json={"image": b64(png)}).status_code == 200
+    assert_error(off.post("/report", json={"request_id": "x", "text": "x"}), 503, "feedback_unavailable")
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the folder would be")
+    broken = make_app(feedback_dir=str(blocked)).test_client()
+    broken.environ_base["HTTP_X_API_KEY"] = KEY
+    assert broken.post("/predict", json={"image": b64(png)}).status_code == 200
+    assert_error(broken.post("/report", json={"request_id": "x", "text": "x"}), 503, "feedback_unavailable")
+
+
+def test_labels_csv_stays_whole_when_many_reports_append_at_once(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from captcha_api.service.feedback import _append_label
+
+    labels = tmp_path / "labels.csv"
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: _append_label(labels, f"img{i}.png", f't,{i}"x'), range(400)))
+    rows = list(csv.DictReader(io.StringIO(labels.read_text(encoding="utf-8"))))
+    assert len(rows) == 400 and {r["filename"] for r in rows} == {f"img{i}.png" for i in range(400)}
+    assert all(r["text"] == f't,{r["filename"][3:-4]}"x' for r in rows)
