@@ -57,6 +57,12 @@ def _train(args) -> int:
         resume=not args.no_resume,
         init_from=Path(args.init_from) if args.init_from else None,
     )
+    if config.init_from:
+        # Fine-tuning keeps the model's alphabet and lengths: its output layer is sized by them, and a feedback folder
+        # need not hold every character.
+        _, meta = ModelArtifact.starting_point(config.init_from)
+        if meta is not None:
+            config.alphabet, config.max_length = meta.alphabet, meta.max_length
     train(config)
     return 0
 
@@ -214,7 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--seed", type=int, default=0, help="seed of the hold-out split, the sampling and augmentation")
     tr.add_argument("--no-resume", action="store_true", help="start afresh, whatever checkpoint WORK_DIR holds")
-    tr.add_argument("--init-from", help="start from the weights of this .keras model")
+    tr.add_argument(
+        "--init-from",
+        help="fine-tune: start from this model's weights and keep its alphabet and lengths: a .keras file, a run "
+        "(runs/NAME), or a published model (model/NAME, whose weights stay in the run it was published from)",
+    )
     tr.set_defaults(func=_train)
 
     ev = _command(sub, "evaluate", "measure a model on a labelled folder")

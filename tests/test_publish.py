@@ -89,3 +89,18 @@ def test_a_run_without_a_finished_model_is_refused(tmp_path):
     with pytest.raises(PublishRefused, match="holds no finished model"):
         publish(tmp_path / "runs" / "half", tmp_path / "served")
     assert not (tmp_path / "served").exists()
+
+
+def test_fine_tuning_starts_from_the_weights_a_published_model_came_from(runs, tmp_path):
+    good, _ = runs
+    shutil.copy(ModelArtifact(DEFAULT_MODEL).keras, good.with_suffix(".keras"))  # the run keeps its Keras file
+    served = tmp_path / "served"
+    publish(good.parent, served)
+    assert not (served / "cap.keras").exists()
+    weights, meta = ModelArtifact.starting_point(served / "cap")
+    assert weights == good.with_suffix(".keras") and meta.alphabet == ModelArtifact(good).metadata().alphabet
+    assert ModelArtifact.starting_point(good.parent)[0] == weights  # the run itself
+    assert ModelArtifact.starting_point(DEFAULT_MODEL)[0] == ModelArtifact(DEFAULT_MODEL).keras  # shipped beside
+    good.with_suffix(".keras").unlink()
+    with pytest.raises(ValueError, match="no Keras weights to start from"):
+        ModelArtifact.starting_point(served / "cap")

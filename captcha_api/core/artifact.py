@@ -118,6 +118,36 @@ class ModelArtifact:
     def metadata(self) -> ModelMetadata:
         return ModelMetadata.load(self.metadata_path)
 
+    @classmethod
+    def of_run(cls, folder: Path | str) -> ModelArtifact:
+        """The model a training run's folder holds: runs/NAME/NAME, else the one model in it."""
+        folder = Path(folder)
+        found = cls.find_all(folder)
+        if folder.name in found:
+            return found[folder.name]
+        if len(found) > 1:
+            raise ValueError(f"{folder} holds several models ({', '.join(sorted(found))}): name one, {folder}/NAME")
+        return next(iter(found.values()), cls(folder / folder.name))
+
+    @classmethod
+    def starting_point(cls, given: Path | str) -> tuple[Path, ModelMetadata | None]:
+        """Where the Keras weights of a model to fine-tune are: `given` is a .keras file, a run (runs/NAME), or a
+        served model (model/NAME: its .keras beside it, else the one in the run it was published from, which
+        `publish` records; the served folder holds only the ONNX network). Returns the file and the metadata."""
+        given = Path(given)
+        artifact = cls.of_run(given) if given.is_dir() else cls.at(given)
+        meta = artifact.metadata() if artifact.metadata_path.is_file() else None
+        candidates = [artifact.keras]
+        if meta is not None and meta.published.get("from"):
+            candidates.append(cls(Path(meta.published["from"]) / artifact.name).keras)
+        found = next((path for path in candidates if path.is_file()), None)
+        if found is None:
+            raise ValueError(
+                f"--init-from {given}: no Keras weights to start from (looked for "
+                f"{', '.join(map(str, candidates))}); a published model keeps them in the run it came from"
+            )
+        return found, meta
+
     @staticmethod
     def version_of(network: Path) -> str:
         """A model's version: the start of the SHA-256 of its network file, so the same weights always carry the

@@ -56,12 +56,10 @@ def default_folder() -> Path:
 
 def run_artifact(run: Path) -> ModelArtifact:
     """runs/NAME -> its model: runs/NAME/NAME, else the one model in the folder; or the model a path names."""
-    artifact = ModelArtifact.at(run)
-    if run.is_dir():
-        found = {n: a for n, a in ModelArtifact.find_all(run).items() if a.onnx.is_file()}
-        if run.name not in found and len(found) > 1:
-            raise PublishRefused(f"{run} holds several models ({', '.join(sorted(found))}): name one, {run}/NAME")
-        artifact = found.get(run.name) or next(iter(found.values()), ModelArtifact(run / run.name))
+    try:
+        artifact = ModelArtifact.of_run(run) if run.is_dir() else ModelArtifact.at(run)
+    except ValueError as several:
+        raise PublishRefused(str(several)) from None
     missing = [str(p) for p in (artifact.onnx, artifact.metadata_path) if not p.is_file()]
     if missing:
         raise PublishRefused(f"{run} holds no finished model: {' and '.join(missing)} not found")

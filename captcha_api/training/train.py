@@ -286,7 +286,7 @@ def train(config: TrainConfig) -> Path:
     else:
         model = build_training_model(alphabet.num_classes)
         if config.init_from:
-            source = keras.saving.load_model(config.init_from, compile=False)
+            source = keras.saving.load_model(ModelArtifact.starting_point(config.init_from)[0], compile=False)
             for layer in model.layers:
                 if layer.weights and layer.name in {lyr.name for lyr in source.layers}:
                     layer.set_weights(source.get_layer(layer.name).get_weights())
