@@ -35,15 +35,20 @@ def _train(args) -> int:
     own_style = bool(args.data) and not args.synthetic
     if own_style and args.name == "fssp":
         raise SystemExit("name the model of your captcha style: --name NAME (its run goes to runs/NAME)")
+    if args.holdout and (args.val_real is not None or args.val_fraction is not None):
+        raise SystemExit("give --holdout, or --val-real / --val-fraction, not both")
     if args.val_real is not None and args.val_fraction is not None:
         raise SystemExit("give --val-real or --val-fraction, not both")
     val_fraction = (
-        args.val_fraction if args.val_fraction is not None else (0.15 if own_style and args.val_real is None else None)
+        args.val_fraction
+        if args.val_fraction is not None
+        else (0.15 if own_style and args.val_real is None and not args.holdout else None)
     )
     config = TrainConfig(
         name=args.name,
         synthetic=[Path(p) for p in args.synthetic],
         real=[Path(p) for p in args.real + args.data],
+        holdout=[Path(p) for p in args.holdout],
         val_real=args.val_real if args.val_real is not None else 80,
         val_fraction=val_fraction,
         epochs=args.epochs,
@@ -198,6 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--name", default="fssp", help="model name: the files are OUT_DIR/NAME.{keras,onnx,json}")
     tr.add_argument("--synthetic", action="append", default=[], help="generated folder with labels.csv (repeatable)")
     tr.add_argument("--real", action="append", default=[], help="real labelled folder (repeatable)")
+    tr.add_argument(
+        "--holdout",
+        action="append",
+        default=[],
+        help="labelled folder held out whole to choose the epoch and measure the model, none of it trained on "
+        "(repeatable; instead of a share of --data/--real)",
+    )
     tr.add_argument("--val-real", type=int, help="real images held out for validation (default 80 with --real)")
     tr.add_argument("--val-fraction", type=float, help="share held out for validation (default 0.15 with --data)")
     tr.add_argument("--epochs", type=int, default=30, help="epochs in all, a resumed run's counted")

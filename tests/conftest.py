@@ -69,6 +69,8 @@ def make_app(tiny_artifact, tmp_path):
     """Build an app on the tiny model with settings overridden per test (reports go to the test's own folder)."""
     from captcha_api.service.app import create_app
 
+    built = []
+
     def build(**overrides):
         settings = {
             "model": tiny_artifact,
@@ -79,9 +81,15 @@ def make_app(tiny_artifact, tmp_path):
             "batch_rate_limit": "",
         }
         settings.update(overrides)
-        return create_app(settings)
+        app = create_app(settings)
+        built.append(app)
+        return app
 
-    return build
+    yield build
+    for app in built:  # the recent readings' folder may be in /dev/shm, outside the test's own folder
+        feedback = app.extensions.get("feedback")
+        if feedback is not None:
+            shutil.rmtree(feedback.recent, ignore_errors=True)
 
 
 @pytest.fixture

@@ -95,14 +95,16 @@ def test_recent_images_are_kept_for_a_bounded_time_and_size(make_app, tmp_path, 
     read(client, png, "req-a")
     time.sleep(1.1)  # one pruning a second per worker
     read(client, png, "req-b")
-    kept = sorted(p.name for p in (folder / ".recent").iterdir() if not p.name.startswith("."))
+    recent = app.extensions["feedback"].recent
+    assert recent.stat().st_mode & 0o777 == 0o700  # the service user's alone
+    kept = sorted(p.name for p in recent.iterdir() if not p.name.startswith("."))
     assert kept == []  # a budget of 0 MB keeps nothing once pruned
     timed = make_app(feedback_dir=str(tmp_path / "timed"), feedback_keep_seconds=1)
     timed_client = timed.test_client()
     timed_client.environ_base["HTTP_X_API_KEY"] = KEY
     reading = read(timed_client, png, "req-c")
     old = time.time() - 5
-    os.utime(tmp_path / "timed" / ".recent" / "req-c.0", (old, old))
+    os.utime(timed.extensions["feedback"].recent / "req-c.0", (old, old))
     answer = timed_client.post("/report", json={"request_id": "req-c", "text": right_text(timed, reading)})
     assert_error(answer, 404, "unknown_request")
     assert "kept 1 s" in answer.get_json()["error"]["message"]
@@ -146,3 +148,13 @@ def test_labels_csv_stays_whole_when_many_reports_append_at_once(tmp_path):
     rows = list(csv.DictReader(io.StringIO(labels.read_text(encoding="utf-8"))))
     assert len(rows) == 400 and {r["filename"] for r in rows} == {f"img{i}.png" for i in range(400)}
     assert all(r["text"] == f't,{r["filename"][3:-4]}"x' for r in rows)
+
+
+def test_an_image_still_being_written_is_not_taken(reporting, png):
+    app, client, folder = reporting
+    reading = read(client, png, "req-w")
+    path = app.extensions["feedback"].recent / "req-w.0"
+    path.write_bytes(path.read_bytes()[:-10])  # as another worker would see it mid-write
+    answer = client.post("/report", json={"request_id": "req-w", "text": right_text(app, reading)})
+    assert_error(answer, 404, "unknown_request")
+    assert not (folder / "tiny").exists()

@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from captcha_api.core.artifact import DEFAULT_MODEL, ModelArtifact
+from captcha_api.service.feedback import recent_folder
 from captcha_api.training.publish import publish
 from scripts.process import GunicornProcess, free_port, memory_mb
 
@@ -231,6 +232,7 @@ def test_a_report_finds_its_reading_whichever_worker_read_it(tmp_path):
             reported[request_id] = text
             pairs.append((request_id, stored.headers["X-Request-ID"]))
         records = json_lines(server.log())
+    shutil.rmtree(recent_folder(folder), ignore_errors=True)
     labelled = read_labels(folder / "fssp")
     assert sorted(labelled.texts) == sorted(reported.values())
     pid = {r["request_id"]: r["pid"] for r in records if r.get("logger") == "captcha_api.access"}

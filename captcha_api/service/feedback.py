@@ -1,10 +1,12 @@
 """Learning from misses: the images of recent readings, kept briefly so that a client can report a wrong one, and
 the reports, kept as training data.
 
-Recent readings live in FOLDER/.recent, one file each (named by request id and image index: a small JSON head line
-and the image bytes), shared by every worker of the machine: the report may reach another worker than the reading.
-They are dropped after CAPTCHA_FEEDBACK_KEEP_SECONDS, and the oldest first once they pass CAPTCHA_FEEDBACK_KEEP_MB.
-Nothing else of a request is stored.
+Recent readings live in a folder every worker of the machine shares (the report may reach another worker than the
+reading): in memory, /dev/shm/captcha-ocr-UID-HASH (HASH names FOLDER), where the machine has it, else
+FOLDER/.recent; one file each, named by request id and image index, holding a small JSON head line and the image
+bytes (written straight, about 40 us on tmpfs: the head's byte count tells a whole file from one being written).
+They are dropped after CAPTCHA_FEEDBACK_KEEP_SECONDS, and the oldest first once they pass CAPTCHA_FEEDBACK_KEEP_MB;
+the folder is the service user's alone. Nothing else of a request is stored.
 
 A report (POST /report) moves its image into FOLDER/MODEL/images/, named by the SHA-256 of its bytes (the same
 image reported twice is stored once), and appends `filename,text` to FOLDER/MODEL/labels.csv: the layout
@@ -31,20 +33,30 @@ from .errors import FeedbackFull, FeedbackUnavailable, UnknownRequest
 log = logging.getLogger(__name__)
 
 RECENT = ".recent"
+SHARED_MEMORY = Path("/dev/shm")
 PRUNE_EVERY = 1.0  # seconds between two prunings of the recent readings by one worker
+
+
+def recent_folder(folder: Path) -> Path:
+    """Where the recent readings of the service storing reports in `folder` live (see the module's docstring)."""
+    if SHARED_MEMORY.is_dir() and os.access(SHARED_MEMORY, os.W_OK):
+        tag = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:12]
+        return SHARED_MEMORY / f"captcha-ocr-{os.getuid()}-{tag}"
+    return folder / RECENT
 
 
 class Feedback:
     def __init__(self, folder: Path, keep_seconds: int, keep_bytes: int, max_bytes: int):
         self.folder = Path(folder)
-        self.recent = self.folder / RECENT
+        self.recent = recent_folder(self.folder)
         self.keep_seconds, self.keep_bytes, self.max_bytes = keep_seconds, keep_bytes, max_bytes
         self._pruned = 0.0
         self.usable = self._prepare()
 
     def _prepare(self) -> bool:
         try:
-            self.recent.mkdir(parents=True, exist_ok=True)
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.recent.mkdir(mode=0o700, parents=True, exist_ok=True)
             probe = tempfile.NamedTemporaryFile(dir=self.recent, prefix=".probe-")
             probe.close()
         except OSError as error:
@@ -58,9 +70,13 @@ class Feedback:
         """Keep one reading's image for a report to find; a failure here never fails the reading."""
         if not self.usable or self.keep_seconds <= 0:
             return
-        head = json.dumps({"model": model, "version": version, "reading": reading}, ensure_ascii=False)
+        head = json.dumps({"model": model, "version": version, "reading": reading, "bytes": len(image)})
         try:
-            _write_atomically(self.recent / f"{request_id}.{index}", head.encode("utf-8") + b"\n" + image)
+            handle = os.open(self.recent / f"{request_id}.{index}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(handle, head.encode("utf-8") + b"\n" + image)
+            finally:
+                os.close(handle)
             self._prune()
         except OSError as error:
             log.warning("could not keep the image of request %s for reports: %s", request_id, error)
@@ -94,13 +110,16 @@ class Feedback:
             if time.time() - path.stat().st_mtime > self.keep_seconds:
                 raise FileNotFoundError(path)
             head, _, image = path.read_bytes().partition(b"\n")
-        except (FileNotFoundError, NotADirectoryError):
+            reading = json.loads(head)
+            if reading.get("bytes") != len(image):  # being written, or cut short
+                raise FileNotFoundError(path)
+        except (FileNotFoundError, NotADirectoryError, ValueError):
             raise UnknownRequest(
                 f"no recent reading has the request id {request_id!r}"
                 + (f" and index {index}" if index else "")
                 + f": the images of readings are kept {self.keep_seconds} s (CAPTCHA_FEEDBACK_KEEP_SECONDS)"
             ) from None
-        return json.loads(head), image
+        return reading, image
 
     # ------------------------------------------------------------------------------------------------- reports
 

@@ -34,6 +34,9 @@ class TrainConfig:
     name: str = "fssp"
     synthetic: list[Path] = field(default_factory=list)
     real: list[Path] = field(default_factory=list)
+    # Labelled folders held out whole (never trained on), instead of a share of `real`: fine-tuning on a handful of
+    # reported images keeps every one of them for training and is measured on these.
+    holdout: list[Path] = field(default_factory=list)
     val_real: int = 80
     val_fraction: float | None = None  # instead of val_real: this share of the real images, 20 to 300 of them
     epochs: int = 30
@@ -231,9 +234,12 @@ def train(config: TrainConfig) -> Path:
     real = concat([read_labels(p) for p in config.real])
     if not len(synthetic) and not len(real):
         raise ValueError("no training data: give --synthetic and/or --real folders")
-    real_train, real_val = (
-        split_holdout(real, holdout_count(config, len(real)), config.seed) if len(real) else (real, real)
-    )
+    if config.holdout:
+        real_train, real_val = real, concat([read_labels(p) for p in config.holdout])
+    else:
+        real_train, real_val = (
+            split_holdout(real, holdout_count(config, len(real)), config.seed) if len(real) else (real, real)
+        )
     if config.real_repeat is None:
         # Own-style data alone: each epoch sees about SAMPLES_PER_EPOCH augmented images whatever the set's size.
         config.real_repeat = 1 if len(synthetic) else max(1, round(SAMPLES_PER_EPOCH / max(1, len(real_train))))
@@ -308,7 +314,7 @@ def train(config: TrainConfig) -> Path:
             "generated_images": len(syn_train),
             "generated_folders": [describe_generated(p) for p in config.synthetic],
             "real_images": len(real_train),
-            "real_folders": [str(p) for p in config.real],
+            "real_folders": [str(p) for p in config.real + config.holdout],
             "real_repeat_per_epoch": config.real_repeat,
             "generated_per_epoch": min(len(syn_train), config.synthetic_per_epoch),
             "holdout_files": [f.name for f in real_val.files],
@@ -332,7 +338,7 @@ def train(config: TrainConfig) -> Path:
     )
     keras_path = ModelArtifact(config.work_dir / config.name).keras
     log.info("best epoch %d; model at %s; %.0f s of training", state["best_epoch"], keras_path, state["seconds"])
-    finish(keras_path, config.real, bool(len(real_val)))
+    finish(keras_path, config.real + config.holdout, bool(len(real_val)))
     return keras_path
 
 
