@@ -1,1 +1,1 @@
-"""Recognition core: alphabet, preprocessing, model, CTC decoding, runtimes. No Flask here."""
+"""Recognition core: alphabet, preprocessing, CTC decoding, runtimes, model artifacts, errors. No Flask, no Keras."""

@@ -1,0 +1,1 @@
+"""The web service: app factory, settings, routes, request and answer models, errors, security, feedback."""

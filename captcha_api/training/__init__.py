@@ -1,1 +1,1 @@
-"""Training tools: synthetic generator, data loading, training, evaluation, export."""
+"""Training tools: the network, synthetic generator, data loading, training, evaluation, export, publishing."""

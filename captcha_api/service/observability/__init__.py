@@ -1,0 +1,1 @@
+"""What the service tells about itself: the per-request record, logs and metrics."""
