@@ -81,6 +81,12 @@ logger_class = CaptchaLogger
 _max_rss_kb = _settings.max_worker_rss_mb * 1024
 
 
+def post_fork(server, worker):
+    """Tell the app whether this worker is of the first generation (wsgi.py: a default model that cannot be served
+    stops the service at start-up, but never one that is already serving)."""
+    os.environ["CAPTCHA_FIRST_WORKERS"] = "1" if worker.age <= server.num_workers else "0"
+
+
 def post_worker_init(worker):
     """A worker over the memory cap right after loading its models would be recycled after every request, each fresh
     worker as big as the last (a Keras model brings TensorFlow: about 620 MB): said once here, and the cap is off for

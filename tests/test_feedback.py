@@ -4,13 +4,14 @@ bounded in time and size, validated against the model, shared by workers through
 import csv
 import io
 import os
+import shutil
 import time
 
 import pytest
 
 from captcha_api.training.data import read_labels
 
-from .conftest import KEY, encode
+from .conftest import KEY, OTHER_KEY, encode
 from .test_api import assert_error, b64
 
 
@@ -104,7 +105,8 @@ def test_recent_images_are_kept_for_a_bounded_time_and_size(make_app, tmp_path, 
     timed_client.environ_base["HTTP_X_API_KEY"] = KEY
     reading = read(timed_client, png, "req-c")
     old = time.time() - 5
-    os.utime(timed.extensions["feedback"].recent / "req-c.0", (old, old))
+    feedback = timed.extensions["feedback"]
+    os.utime(feedback.recent / feedback.entry(KEY, "req-c", 0), (old, old))
     answer = timed_client.post("/report", json={"request_id": "req-c", "text": right_text(timed, reading)})
     assert_error(answer, 404, "unknown_request")
     assert "kept 1 s" in answer.get_json()["error"]["message"]
@@ -153,8 +155,74 @@ def test_labels_csv_stays_whole_when_many_reports_append_at_once(tmp_path):
 def test_an_image_still_being_written_is_not_taken(reporting, png):
     app, client, folder = reporting
     reading = read(client, png, "req-w")
-    path = app.extensions["feedback"].recent / "req-w.0"
+    feedback = app.extensions["feedback"]
+    path = feedback.recent / feedback.entry(KEY, "req-w", 0)
     path.write_bytes(path.read_bytes()[:-10])  # as another worker would see it mid-write
     answer = client.post("/report", json={"request_id": "req-w", "text": right_text(app, reading)})
     assert_error(answer, 404, "unknown_request")
     assert not (folder / "tiny").exists()
+
+
+def test_a_reading_is_reported_only_by_the_key_that_read_it(make_app, tmp_path, png):
+    app = make_app(feedback_dir=str(tmp_path / "feedback"), api_keys=[KEY, OTHER_KEY])
+    client = app.test_client()
+    mine = client.post("/predict", json={"image": b64(png)}, headers={"X-API-Key": KEY, "X-Request-ID": "order-1"})
+    theirs = client.post(
+        "/predict", json={"image": b64(png[:-1] + b"\0")}, headers={"X-API-Key": OTHER_KEY, "X-Request-ID": "order-1"}
+    )
+    assert mine.status_code == 200 and theirs.status_code in (200, 400)  # their own request, same id: no overwrite
+    text = right_text(app, mine.get_json()["prediction"])
+    by_other = client.post("/report", json={"request_id": "order-1", "text": text}, headers={"X-API-Key": OTHER_KEY})
+    if theirs.status_code == 200:
+        assert by_other.status_code == 200 and by_other.get_json()["file"] != ""
+    stored = client.post("/report", json={"request_id": "order-1", "text": text}, headers={"X-API-Key": KEY})
+    assert stored.status_code == 200 and stored.get_json()["stored"] is True
+    labelled = read_labels(tmp_path / "feedback" / "tiny")
+    assert png in [f.read_bytes() for f in labelled.files]
+
+
+def test_request_ids_cannot_hide_from_pruning_or_leave_the_folder(make_app, tmp_path, png):
+    app = make_app(feedback_dir=str(tmp_path / "feedback"), feedback_keep_seconds=60, feedback_keep_mb=0)
+    client = app.test_client()
+    client.environ_base["HTTP_X_API_KEY"] = KEY
+    for request_id in (".x", "..", ".", "...", ".probe-1"):
+        assert (
+            client.post("/predict", json={"image": b64(png)}, headers={"X-Request-ID": request_id}).status_code == 200
+        )
+    recent = app.extensions["feedback"].recent
+    assert all(not p.name.startswith(".") for p in recent.iterdir())  # hashed names
+    time.sleep(1.1)
+    read(client, png, "later")
+    assert [p for p in recent.iterdir() if not p.name.startswith(".probe-")] == []  # a budget of 0 keeps none
+
+
+def test_a_recent_folder_made_by_someone_else_turns_reports_off(make_app, tmp_path, png):
+    from captcha_api.service.feedback import recent_folder
+
+    folder = tmp_path / "feedback"
+    squatted = recent_folder(folder)
+    squatted.mkdir(mode=0o777, parents=True)
+    squatted.chmod(0o777)
+    try:
+        app = make_app(feedback_dir=str(folder))
+        assert app.extensions["feedback"].usable is False
+        client = app.test_client()
+        client.environ_base["HTTP_X_API_KEY"] = KEY
+        assert client.post("/predict", json={"image": b64(png)}).status_code == 200
+        assert list(squatted.iterdir()) == []  # nothing written into it
+        assert_error(client.post("/report", json={"request_id": "x", "text": "x"}), 503, "feedback_unavailable")
+    finally:
+        shutil.rmtree(squatted, ignore_errors=True)
+
+
+def test_a_link_planted_in_the_feedback_folder_is_not_followed(reporting, png, tmp_path):
+    app, client, folder = reporting
+    outside = tmp_path / "outside.txt"
+    outside.write_text("")
+    (folder / "tiny").mkdir(parents=True)
+    (folder / "tiny" / "labels.csv").symlink_to(outside)
+    reading = read(client, png, "req-l")
+    answer = client.post("/report", json={"request_id": "req-l", "text": right_text(app, reading)})
+    assert_error(answer, 503, "feedback_unavailable")
+    assert outside.read_text() == ""
+    assert list((folder / "tiny" / "images").iterdir()) == []  # the image taken back with its row

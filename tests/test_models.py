@@ -48,6 +48,7 @@ def test_info_lists_every_served_model(multi):
     not_served = {m["name"]: m["reason"] for m in body["not_served"]}
     assert set(not_served) == {"broken", "trained"}
     assert "cannot load the ONNX model" in not_served["broken"]
+    assert all("/" not in reason for reason in not_served.values()), not_served  # file names, not server paths
     assert not_served["trained"].startswith("no trained.onnx: CAPTCHA_RUNTIME=onnx serves ONNX models only")
     assert models["tiny"]["default"] is True and models["mirror"]["default"] is False
     assert models["mirror"]["alphabet"] == models["tiny"]["alphabet"][::-1]

@@ -12,6 +12,8 @@ from captcha_api.core.artifact import DEFAULT_MODEL, ModelArtifact
 from captcha_api.training.generator import generate
 from captcha_api.training.publish import PublishRefused, publish
 
+from .conftest import KEY
+
 
 @pytest.fixture(scope="module")
 def held_out(tmp_path_factory):
@@ -78,7 +80,7 @@ def test_a_model_that_cannot_be_measured_needs_force_to_replace_another(runs, tm
     meta = json.loads(worse.with_suffix(".json").read_text(encoding="utf-8"))
     meta["training"] = {}  # trained on generated images only: no held-out real images recorded
     worse.with_suffix(".json").write_text(json.dumps(meta), encoding="utf-8")
-    with pytest.raises(PublishRefused, match="no held-out images"):
+    with pytest.raises(PublishRefused, match="no held-out set"):
         publish(worse.parent, served)
     assert publish(worse.parent, served, force=True).forced
 
@@ -104,3 +106,48 @@ def test_fine_tuning_starts_from_the_weights_a_published_model_came_from(runs, t
     good.with_suffix(".keras").unlink()
     with pytest.raises(ValueError, match="no Keras weights to start from"):
         ModelArtifact.starting_point(served / "cap")
+
+
+def test_a_model_that_cannot_serve_is_never_published_not_even_forced(runs, tmp_path):
+    good, worse = runs
+    served = tmp_path / "served"
+    publish(good.parent, served)
+    before = {p.name: p.read_bytes() for p in served.iterdir()}
+    worse.with_suffix(".onnx").write_bytes(b"\x08\x07 half a network")
+    with pytest.raises(PublishRefused, match="cannot be served"):
+        publish(worse.parent, served, force=True)
+    assert {p.name: p.read_bytes() for p in served.iterdir()} == before
+
+
+def test_a_held_out_set_too_small_to_judge_needs_force(runs, tmp_path):
+    good, worse = runs
+    served = tmp_path / "served"
+    publish(good.parent, served)
+    meta = json.loads(worse.with_suffix(".json").read_text(encoding="utf-8"))
+    meta["training"]["holdout_files"] = meta["training"]["holdout_files"][:1]  # one image: a tie proves nothing
+    worse.with_suffix(".json").write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(PublishRefused, match="at least 20 images"):
+        publish(worse.parent, served)
+
+
+def test_the_published_metadata_records_where_it_came_from_but_info_does_not_show_it(runs, tmp_path, make_app):
+    good, _ = runs
+    served = tmp_path / "served"
+    publish(good.parent, served)
+    assert ModelArtifact(served / "cap").metadata().published["from"] == str(good.parent.resolve())
+    client = make_app(model=served / "cap").test_client()
+    info = client.get("/info", headers={"X-API-Key": KEY}).get_json()
+    published = info["model"]["published"]
+    assert published["version"] == ModelArtifact.version_of(served / "cap.onnx") and "from" not in published
+    assert str(tmp_path) not in json.dumps(info)
+
+
+def test_a_model_whose_name_is_not_plain_is_neither_served_nor_published(tmp_path, tiny_artifact):
+    for name in ("..", ".hidden", "-x"):
+        for suffix in (".onnx", ".json"):
+            shutil.copy(tiny_artifact.with_suffix(suffix), tmp_path / f"{name}{suffix}")
+    shutil.copy(tiny_artifact.with_suffix(".onnx"), tmp_path / "plain.onnx")
+    shutil.copy(tiny_artifact.with_suffix(".json"), tmp_path / "plain.json")
+    assert list(ModelArtifact.find_all(tmp_path)) == ["plain"]
+    with pytest.raises(PublishRefused, match="not a model name"):
+        publish(tmp_path / "-x.onnx", tmp_path / "served")

@@ -11,11 +11,12 @@ import time
 import urllib.request
 
 import pytest
+from PIL import Image
 
 from captcha_api.training.data import read_labels
-from scripts.process import GunicornProcess, free_port
+from scripts.process import GunicornProcess, free_port, memory_mb
 
-from .conftest import ROOT, json_lines, wait_for_workers
+from .conftest import ROOT, encode, json_lines, wait_for_workers
 
 pytestmark = pytest.mark.integration  # starts real servers or tools: see pyproject.toml
 
@@ -199,25 +200,37 @@ def _multipart_predict(url: str, image: bytes) -> int:
 
 
 def test_a_worker_over_the_memory_cap_is_recycled_without_dropping_requests(tmp_path, generated_png):
-    # A cap of 1 MB: every worker is over it after its first request. In the text log format, checked here too.
-    env = {
-        "CAPTCHA_API_KEYS": "",
-        "CAPTCHA_WORKERS": "1",
-        "CAPTCHA_MAX_WORKER_RSS_MB": "1",
-        "CAPTCHA_LOG_FORMAT": "text",
-    }
-    with GunicornProcess(env, tmp_path / "server.log") as service:
+    """A cap a little above what a worker takes once loaded; a large image (3.3 megapixels, one colour: a small
+    PNG that decodes to 10 MB) takes every worker past it, so each request lands on a fresh worker."""
+    env = {"CAPTCHA_API_KEYS": "", "CAPTCHA_WORKERS": "1", "CAPTCHA_LOG_FORMAT": "text"}
+    with GunicornProcess(env, tmp_path / "measure.log") as service:
+        loaded_mb = memory_mb(service.worker_pids()[0], "VmHWM")
+    cap = int(loaded_mb) + 6
+    large = encode(Image.new("RGB", (3300, 1000), (200, 190, 180)), "PNG")
+    with GunicornProcess({**env, "CAPTCHA_MAX_WORKER_RSS_MB": str(cap)}, tmp_path / "server.log") as service:
         statuses = []
         for _ in range(3):
             # A worker marked for recycling finishes what it holds and stops accepting within a second, then the
             # master starts another: each request here lands on a fresh worker.
             before = service.worker_pids()
-            statuses.append(_multipart_predict(service.url, generated_png))
+            statuses.append(_multipart_predict(service.url, large))
             wait_for_new_worker(service, before)
         assert statuses == [200, 200, 200]
+        assert _multipart_predict(service.url, generated_png) == 200
         log = service.log()
-    assert len(re.findall(r"over CAPTCHA_MAX_WORKER_RSS_MB=1: recycling it", log)) == 3, log
-    assert len(re.findall(r"INFO \d+ captcha_api.access: POST /predict 200 \d+\.\dms id=[0-9a-f]{32}\n", log)) == 3, log
+    assert len(re.findall(rf"over CAPTCHA_MAX_WORKER_RSS_MB={cap}: recycling it", log)) == 3, log
+    assert len(re.findall(r"INFO \d+ captcha_api.access: POST /predict 200 \d+\.\dms id=[0-9a-f]{32}\n", log)) == 4, log
+
+
+def test_a_worker_over_the_cap_once_loaded_says_so_once_and_is_not_recycled_in_a_loop(tmp_path, generated_png):
+    env = {"CAPTCHA_API_KEYS": "", "CAPTCHA_WORKERS": "1", "CAPTCHA_MAX_WORKER_RSS_MB": "1"}
+    with GunicornProcess(env, tmp_path / "server.log") as service:
+        worker = service.worker_pids()
+        assert [_multipart_predict(service.url, generated_png) for _ in range(6)] == [200] * 6
+        assert service.worker_pids() == worker
+        log = service.log()
+    assert log.count("once its models are loaded, over CAPTCHA_MAX_WORKER_RSS_MB=1") == 1, log
+    assert "recycling it" not in log
 
 
 def test_workers_are_recycled_after_max_requests(tmp_path, generated_png):

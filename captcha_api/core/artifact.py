@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -64,6 +65,8 @@ class ModelMetadata:
 
 
 SUFFIXES = (".onnx", ".keras", ".json")
+# A model's name: it is a request option, a folder name for its reports and a file name, so a plain one.
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 VERSION_CHARS = 12
 
 
@@ -87,7 +90,7 @@ class ModelArtifact:
         found = {}
         for meta in sorted(Path(folder).glob("*.json")):
             artifact = cls(meta.with_suffix(""))
-            if artifact.has_network:
+            if artifact.has_network and MODEL_NAME.fullmatch(artifact.name):
                 found[artifact.name] = artifact
         return found
 

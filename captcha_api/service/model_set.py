@@ -5,6 +5,7 @@ lists; the others serve. The default model failing stops start-up."""
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 
 from ..core.artifact import ModelArtifact
@@ -75,6 +76,7 @@ def load_models(settings) -> ModelSet:
             models.recognizers[name] = load(artifact, settings)
         except Exception as exc:  # noqa: BLE001 - a file left in the folder must never stop the service
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            reason = reason.replace(f"{artifact.folder}{os.sep}", "")  # /info shows it: file names, not paths
             if name == default.name:
                 raise ConfigError(
                     f"{PREFIX}MODEL={settings.model}: the default model cannot be served: {reason}"

@@ -26,6 +26,7 @@ from .request_models import (
     batch_length,
     options,
 )
+from .security import HEADER as API_KEY_HEADER
 
 bp = Blueprint("api", __name__)
 MODEL_VERSION_HEADER = "X-Model-Version"
@@ -70,7 +71,8 @@ def _describe(name: str, recognizer) -> dict:
         "min_sequence_length": meta.min_length,
         "alphabet": meta.alphabet,
         "accuracy": meta.accuracy,
-        "published": meta.published,
+        # Where it was published from is the operator's business, not every API key holder's.
+        "published": {k: v for k, v in meta.published.items() if k != "from"},
     }
 
 
@@ -85,6 +87,11 @@ def _answer(body: dict, recognizer):
     return response
 
 
+def _client_key() -> str:
+    """Whose readings these are, for the feedback store: only the client that read an image may report it."""
+    return request.headers.get(API_KEY_HEADER, "")
+
+
 def _remember(given: dict, recognizer, readings) -> None:
     """Keep the images of these readings briefly, for a report of a wrong one (feedback.py)."""
     feedback = current_app.extensions.get("feedback")
@@ -93,7 +100,7 @@ def _remember(given: dict, recognizer, readings) -> None:
     name = given.get("model") or _models().default_name
     request_id = context.current().request_id
     for index, image, reading in readings:
-        feedback.remember(request_id, index, name, recognizer.version, reading.text, image)
+        feedback.remember(_client_key(), request_id, index, name, recognizer.version, reading.text, image)
 
 
 def _limit(key: str):
@@ -288,5 +295,5 @@ def report():
     feedback = current_app.extensions.get("feedback")
     if feedback is None:
         raise FeedbackUnavailable("reports are off on this service (CAPTCHA_FEEDBACK_DIR=none)")
-    stored = feedback.report(body.request_id, body.index, body.text, _models())
+    stored = feedback.report(_client_key(), body.request_id, body.index, body.text, _models())
     return jsonify({"success": True, **stored})

@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.artifact import ModelArtifact
+from ..core.artifact import MODEL_NAME, ModelArtifact
 from .evaluate import evaluate
 
 log = logging.getLogger(__name__)
@@ -66,19 +66,36 @@ def run_artifact(run: Path) -> ModelArtifact:
     return artifact
 
 
+MIN_HELD_OUT = 20  # images: fewer measure too little to stand between a model and the service
+
+
 def held_out(artifact: ModelArtifact) -> tuple[list[Path], set[str]] | None:
-    """The labelled folders and held-out file names recorded at training, if they are still there."""
+    """The labelled folders and held-out file names recorded at training, if they are still there and enough."""
     training = artifact.metadata().training
     folders = [Path(p) for p in training.get("real_folders", [])]
     files = set(training.get("holdout_files", []))
-    if not files or not folders or not all(folder.is_dir() for folder in folders):
+    if len(files) < MIN_HELD_OUT or not folders or not all(folder.is_dir() for folder in folders):
         return None
     return folders, files
 
 
+def check_serves(artifact: ModelArtifact) -> None:
+    """Load and run the model as the service would: a model that cannot serve is never published (after a reload,
+    a default model that fails stops the workers that load it)."""
+    from ..core.runtime import Recognizer
+
+    try:
+        Recognizer(artifact, "onnx").warm_up()
+    except Exception as exc:  # noqa: BLE001 - whatever the runtime raises, the answer is the same: refuse
+        raise PublishRefused(f"{artifact} cannot be served: {exc}") from None
+
+
 def measure(artifact: ModelArtifact, holdout: tuple[list[Path], set[str]]) -> dict:
     folders, files = holdout
-    return evaluate(artifact.onnx, folders, runtime="onnx", files=files)[0]
+    try:
+        return evaluate(artifact.onnx, folders, runtime="onnx", files=files)[0]
+    except Exception as exc:  # noqa: BLE001 - a held-out set that cannot be read is a refusal, not a traceback
+        raise PublishRefused(f"could not measure {artifact} on its held-out images: {exc}") from None
 
 
 def _describe(figures: dict) -> str:
@@ -87,6 +104,11 @@ def _describe(figures: dict) -> str:
 
 def publish(run: Path, to: Path | None = None, force: bool = False) -> Published:
     source = run_artifact(run)
+    if not MODEL_NAME.fullmatch(source.name):
+        raise PublishRefused(
+            f"{source.name!r} is not a model name: letters, digits, '.', '_', '-', a letter or digit first"
+        )
+    check_serves(source)
     folder = to if to is not None else default_folder()
     target = ModelArtifact(folder / source.name)
     version = ModelArtifact.version_of(source.onnx)
@@ -100,8 +122,8 @@ def publish(run: Path, to: Path | None = None, force: bool = False) -> Published
         if figures is None:
             if not force:
                 raise PublishRefused(
-                    f"{target.name} is published already, and {source} records no held-out images that are still "
-                    "there to compare the two on; --force publishes it unmeasured"
+                    f"{target.name} is published already, and {source} records no held-out set (at least "
+                    f"{MIN_HELD_OUT} images, still there) to compare the two on; --force publishes it unmeasured"
                 )
             forced = True
         else:
@@ -117,7 +139,7 @@ def publish(run: Path, to: Path | None = None, force: bool = False) -> Published
     meta.published = {
         "version": version,
         "at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "from": str(source.folder),
+        "from": str(source.folder.resolve()),
         "held_out": {k: figures[k] for k in ("n", "exact_match", "char_accuracy")} if figures else None,
         "replaced": replaced,
         "forced": forced,
