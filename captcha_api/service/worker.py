@@ -11,14 +11,52 @@ from __future__ import annotations
 
 import logging
 
+from gunicorn.http import wsgi
 from gunicorn.workers.base_async import AsyncWorker
 from gunicorn.workers.ggevent import GeventWorker
 
 from .config import load_settings
 
 
+class OneWriteResponse(wsgi.Response):
+    """gunicorn's response, but the status line and headers go out with the first body bytes, in one write: a worker
+    killed mid-answer leaves nginx either a whole answer or nothing (which it retries on another instance), never
+    headers without their body (seen once in about a thousand requests when an instance was killed under load)."""
+
+    _held = b""
+
+    def send_headers(self):
+        if self.headers_sent:
+            return
+        lines = self.default_headers()
+        lines.extend(f"{name}: {value}\r\n" for name, value in self.headers)
+        self._held = ("".join(lines) + "\r\n").encode("latin-1")
+        self.headers_sent = True
+
+    def _flush_headers(self):
+        if self._held:
+            held, self._held = self._held, b""
+            self.sock.sendall(held)
+
+    def _emit_body(self, data):
+        if self._held and not self.chunked:
+            held, self._held = self._held, b""
+            self.sock.sendall(held + data)
+            return
+        self._flush_headers()
+        super()._emit_body(data)
+
+    def close(self):
+        if not self.headers_sent:
+            self.send_headers()
+        self._flush_headers()  # an answer without a body (HEAD, 304), or a body that never came
+        super().close()
+
+
 class CaptchaWorker(GeventWorker):
     def init_process(self):
+        # gunicorn's request handling makes its responses through this module's Response.
+        wsgi.Response = OneWriteResponse
         settings = load_settings()
         # Longer than the keepalive wait, which has its own timer and ends an idle connection quietly.
         self.socket_timeout = max(settings.body_timeout, settings.keepalive) + 1
