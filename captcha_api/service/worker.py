@@ -46,6 +46,12 @@ class OneWriteResponse(wsgi.Response):
         self._flush_headers()
         super()._emit_body(data)
 
+    def sendfile(self, respiter):
+        # A file goes out by sendfile(2) after the headers (Swagger UI's script, for one): they cannot share a write.
+        self.send_headers()
+        self._flush_headers()
+        return super().sendfile(respiter)
+
     def close(self):
         if not self.headers_sent:
             self.send_headers()
