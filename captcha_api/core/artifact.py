@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -163,3 +165,19 @@ class ModelArtifact:
 
     def __str__(self) -> str:
         return str(self.base)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write aside in the same folder, flush to disk, rename over: readers see the old file or the new one, never
+    half of one (published models, stored reports)."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

@@ -32,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..core.artifact import write_atomically
 from ..core.errors import InvalidParameter
 from ..core.preprocess import image_suffix
 from .errors import FeedbackFull, FeedbackUnavailable, UnknownRequest
@@ -195,7 +196,7 @@ class Feedback:
                     f"the feedback folder holds {self.max_bytes // 2**20} MB already (CAPTCHA_FEEDBACK_MAX_MB): "
                     "train on it and move it away"
                 )
-            _write_atomically(stored, image)
+            write_atomically(stored, image)
             try:
                 _append_label(target / "labels.csv", name, text)
             except BaseException:
@@ -214,17 +215,6 @@ class Feedback:
                 except FileNotFoundError:
                     continue
         return total
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 @contextlib.contextmanager

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import datetime
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.artifact import MODEL_NAME, ModelArtifact
+from ..core.artifact import MODEL_NAME, ModelArtifact, write_atomically
 from .evaluate import evaluate
 
 log = logging.getLogger(__name__)
@@ -145,23 +143,8 @@ def publish(run: Path, to: Path | None = None, force: bool = False) -> Published
         "forced": forced,
     }
     folder.mkdir(parents=True, exist_ok=True)
-    _write_atomically(target.onnx, source.onnx.read_bytes())
-    _write_atomically(target.metadata_path, meta.to_json().encode("utf-8"))
+    write_atomically(target.onnx, source.onnx.read_bytes())
+    write_atomically(target.metadata_path, meta.to_json().encode("utf-8"))
     published = Published(target, version, figures, replaced, forced)
     log.info("%s", published.summary())
     return published
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write aside in the same folder, flush to disk, rename over: readers see the old file or the new one."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
