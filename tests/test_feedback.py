@@ -140,16 +140,27 @@ def test_reports_off_and_an_unwritable_folder_never_fail_a_reading(make_app, tmp
 
 
 def test_labels_csv_stays_whole_when_many_reports_append_at_once(tmp_path):
+    """Writers starting together on a new file: one header, every row whole (CI once saw the header twice)."""
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
     from captcha_api.service.feedback import _append_label
 
-    labels = tmp_path / "labels.csv"
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda i: _append_label(labels, f"img{i}.png", f't,{i}"x'), range(400)))
-    rows = list(csv.DictReader(io.StringIO(labels.read_text(encoding="utf-8"))))
-    assert len(rows) == 400 and {r["filename"] for r in rows} == {f"img{i}.png" for i in range(400)}
-    assert all(r["text"] == f't,{r["filename"][3:-4]}"x' for r in rows)
+    for round_ in range(60):
+        labels = tmp_path / f"labels{round_}.csv"
+        start = threading.Barrier(8)
+
+        def append(i, labels=labels, start=start):
+            start.wait()
+            _append_label(labels, f"img{i}.png", f't,{i}"x')
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(append, range(8)))
+        text = labels.read_text(encoding="utf-8")
+        assert text.count("filename,text") == 1, text
+        rows = list(csv.DictReader(io.StringIO(text)))
+        assert {r["filename"] for r in rows} == {f"img{i}.png" for i in range(8)} and len(rows) == 8
+        assert all(r["text"] == f't,{r["filename"][3:-4]}"x' for r in rows)
 
 
 def test_an_image_still_being_written_is_not_taken(reporting, png):

@@ -230,11 +230,14 @@ def _locked(path: Path):
 
 def _append_label(labels: Path, name: str, text: str) -> None:
     """One row (the header first when the file is new), appended and flushed to disk, never through a link. The
-    caller holds the folder's lock; the write is one append, so a reader never sees half a row."""
+    file is locked from the check for its header to the write, so two writers never both write the header (a
+    report also holds the folder's lock; a tool appending beside it need not); the write is one append, so a
+    reader never sees half a row."""
     line = io.StringIO()
     writer = csv.writer(line, lineterminator="\n")
     handle = os.open(labels, os.O_WRONLY | os.O_APPEND | os.O_CREAT | NO_FOLLOW, 0o644)
     with os.fdopen(handle, "a", encoding="utf-8", newline="") as file:
+        fcntl.flock(file.fileno(), fcntl.LOCK_EX)  # released when the file closes
         if os.fstat(file.fileno()).st_size == 0:
             writer.writerow(["filename", "text"])
         writer.writerow([name, text])
