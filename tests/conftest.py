@@ -75,6 +75,7 @@ def make_app(tiny_artifact, tmp_path):
         settings = {
             "model": tiny_artifact,
             "feedback_dir": str(tmp_path / "feedback"),
+            "task_store": str(tmp_path / "tasks.sqlite3"),
             "runtime": "onnx",
             "api_keys": [KEY],
             "rate_limit": "",

@@ -57,6 +57,10 @@ def test_the_live_service_keeps_to_its_openapi_document(tmp_path):
                 "30",
                 "--header",
                 f"X-API-Key: {KEY}",
+                # The solver-compatible APIs answer every error with a 200, as the services they stand in for do
+                # (their clients drop other answers): fuzzed below with the checks that fit them.
+                "--exclude-tag-regex",
+                "^compat",
             ],
             cwd=tmp_path,  # anything schemathesis writes stays out of the checkout
             capture_output=True,

@@ -41,10 +41,15 @@ class ModelMetadata:
     training: dict = field(default_factory=dict)
     accuracy: dict = field(default_factory=dict)
     published: dict = field(default_factory=dict)  # version, figures and time, written by `publish`
+    # Readings less confident than this (0 to 1) are refused where a request sets no threshold of its own.
+    min_confidence: float = 0.0
 
     def __post_init__(self) -> None:
         if self.blank_index != len(self.alphabet):
             raise ValueError(f"blank index {self.blank_index} must follow the {len(self.alphabet)} characters")
+        number = isinstance(self.min_confidence, int | float) and not isinstance(self.min_confidence, bool)
+        if not (number and 0 <= self.min_confidence <= 1):
+            raise ValueError(f"min_confidence must be a number from 0 to 1, not {self.min_confidence!r}")
 
     @property
     def charset(self) -> Alphabet:

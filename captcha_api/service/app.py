@@ -9,7 +9,7 @@ from pathlib import Path
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import errors, guard, openapi, routes, security
+from . import compat, errors, guard, openapi, routes, security
 from .config import load_settings
 from .extensions import cors, limiter
 from .feedback import Feedback
@@ -64,6 +64,7 @@ def create_app(test_config: Mapping | None = None) -> Flask:
     app.register_blueprint(routes.bp)
     app.register_blueprint(openapi.docs)
     app.extensions["models"] = models = load_models(settings)
+    compat.init_app(app)
     app.extensions["feedback"] = (
         None
         if settings.feedback_dir.lower() == "none"

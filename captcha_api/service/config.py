@@ -25,6 +25,7 @@ PRINTABLE_ASCII = re.compile(r"[\x21-\x7e]+")
 LIMITS_OFF = ("", "0", "off", "none")
 STORAGES = ("memory", "redis", "rediss", "redis+sentinel", "memcached")
 SECRETS = frozenset({"api_keys"})
+DEFAULT_TASK_STORE = "runs/tasks.sqlite3"  # the compatible APIs' tasks on one machine (CAPTCHA_TASK_STORE)
 
 
 class ConfigError(ValueError):
@@ -129,6 +130,11 @@ class Settings(BaseSettings):
     feedback_keep_mb: Count = 8
     feedback_max_mb: Positive = 100
     control_socket: Text = ""  # gunicorn's control socket: "" none, else its path (one per instance)
+    # The solver-compatible APIs' tasks (compat/store.py): "" the Redis of RATELIMIT_STORAGE_URI when it is one,
+    # else the SQLite file runs/tasks.sqlite3; a file's path, a redis:// URI, or "none" (those APIs off).
+    task_store: Text = ""
+    task_ttl_seconds: Positive = 600  # a task is answered this long after its creation, then forgotten
+    task_max: Positive = 100_000  # live tasks a SQLite store holds at most; past it, ERROR_NO_SLOT_AVAILABLE
 
     @classmethod
     def settings_customise_sources(
@@ -204,6 +210,23 @@ class Settings(BaseSettings):
         if self.model_dir.lower() == "none":
             return None
         return Path(self.model_dir) if self.model_dir else ModelArtifact.at(self.model).folder
+
+    @property
+    def task_store_location(self) -> str | None:
+        """Where the compatible APIs keep their tasks (CAPTCHA_TASK_STORE resolved); None: those APIs are off."""
+        if self.task_store.lower() == "none":
+            return None
+        if self.task_store:
+            return self.task_store
+        uri = self.ratelimit_storage_uri
+        if uri.startswith(("redis://", "rediss://")):
+            return uri
+        return DEFAULT_TASK_STORE
+
+    @property
+    def compat_max_body_bytes(self) -> int:
+        """The largest body the compatible APIs read (their key is inside): an image as base64, and its options."""
+        return min(self.max_body_bytes, self.max_image_bytes * 4 // 3 + 64 * 1024)
 
     @property
     def open_access(self) -> bool:

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 RECENT = ".recent"
 LOCK = ".lock"  # in each model's feedback folder
+UNLABELLED = "unlabelled"  # images reported wrong without their right text, in each model's feedback folder
 SHARED_MEMORY = Path("/dev/shm")
 PRUNE_EVERY = 1.0  # seconds between two prunings of the recent readings by one worker, while under budget
 PRUNE_TO = 0.75  # of CAPTCHA_FEEDBACK_KEEP_MB, once past it
@@ -185,10 +186,32 @@ class Feedback:
             log.error("could not store a report in %s: %s", target, error)
             raise FeedbackUnavailable(f"the report could not be stored: {error.strerror or error}") from None
 
-    def _store(self, target: Path, name: str, image: bytes, text: str, reading: dict) -> dict:
-        (target / "images").mkdir(parents=True, exist_ok=True)
+    def report_unlabelled(self, key: str, request_id: str, index: int) -> bool:
+        """Keep the image of a reading reported wrong without its right text (the solver-compatible APIs' reports)
+        in FOLDER/MODEL/unlabelled/, for labelling. False when it is not stored (kept no more, reported already, the
+        folder full or broken): the report itself is the caller's to record, so nothing here fails it."""
+        if not self.usable:
+            return False
+        try:
+            reading, image = self.recall(key, request_id, index)
+        except UnknownRequest:
+            return False
+        target = self.folder / reading["model"]
+        if target.resolve().parent != self.folder.resolve():
+            return False
+        name = hashlib.sha256(image).hexdigest()[:32] + image_suffix(image)
+        try:
+            return self._store(target, name, image, None, reading)["stored"]
+        except (OSError, FeedbackFull) as error:
+            log.warning("could not keep the image of a reading reported wrong (request %s): %s", request_id, error)
+            return False
+
+    def _store(self, target: Path, name: str, image: bytes, text: str | None, reading: dict) -> dict:
+        """Store an image with its text (images/ and a row of labels.csv), or without one (unlabelled/)."""
+        folder = target / ("images" if text is not None else UNLABELLED)
+        folder.mkdir(parents=True, exist_ok=True)
         with _locked(target / LOCK):
-            stored = target / "images" / name
+            stored = folder / name
             if os.path.lexists(stored):
                 return {"stored": False, "model": reading["model"], "file": name}
             if self._size() + -(-len(image) // 4096) * 4096 + 4096 > self.max_bytes:
@@ -197,6 +220,11 @@ class Feedback:
                     "train on it and move it away"
                 )
             write_atomically(stored, image)
+            if text is None:
+                log.info(
+                    "report stored: %s is not %r (model %s), unlabelled", name, reading["reading"], reading["model"]
+                )
+                return {"stored": True, "model": reading["model"], "file": name}
             try:
                 _append_label(target / "labels.csv", name, text)
             except BaseException:

@@ -54,9 +54,19 @@ def _deadline(seconds: float):
 class BodyGuard:
     """WSGI middleware: reads the request body with a deadline, a size limit and a per-process memory budget."""
 
-    def __init__(self, app, max_body_bytes: int, timeout: float, max_buffered_bytes: int, api_keys=()):
+    def __init__(
+        self,
+        app,
+        max_body_bytes: int,
+        timeout: float,
+        max_buffered_bytes: int,
+        api_keys=(),
+        key_in_body: tuple[frozenset[str], int] = (frozenset(), 0),
+    ):
         self.app = app
         self.max_body_bytes = max_body_bytes
+        # Paths whose key is in the body (the compatible APIs): read without a key header, up to their own bound.
+        self.key_in_body, self.key_in_body_max = key_in_body
         self.timeout = timeout
         self.max_buffered_bytes = max_buffered_bytes
         self.api_keys = tuple(api_keys)
@@ -65,13 +75,17 @@ class BodyGuard:
     def __call__(self, environ, start_response):
         if environ.get("REQUEST_METHOD") not in BODY_METHODS:
             return self.app(environ, start_response)
-        if self.api_keys and not key_is_valid(environ.get("HTTP_X_API_KEY", ""), self.api_keys):
+        limit = self.max_body_bytes
+        if environ.get("PATH_INFO") in self.key_in_body:
+            # The key is in the body: read it (a captcha's worth at most) so the key can be checked.
+            limit = self.key_in_body_max
+        elif self.api_keys and not key_is_valid(environ.get("HTTP_X_API_KEY", ""), self.api_keys):
             # Without a right key the request is refused (401, or 429 once locked out) before its body matters:
             # nothing of it is read or held, so keyless clients cannot fill the budget of those with keys.
             return self.app(environ, start_response)
         held, whole = [0], False
         try:
-            body = self._read(environ, held)
+            body = self._read(environ, held, limit)
             whole = True
         except CaptchaError as refused:
             # Without its traceback: its frames hold the chunks read so far, which must go with this request.
@@ -95,7 +109,7 @@ class BodyGuard:
         finally:
             self.buffered -= held[0]
 
-    def _read(self, environ, held: list[int]) -> bytes:
+    def _read(self, environ, held: list[int], limit: int) -> bytes:
         declared = environ.get("CONTENT_LENGTH") or ""
         terminated = bool(environ.get("wsgi.input_terminated"))
         if declared:
@@ -103,8 +117,8 @@ class BodyGuard:
                 length = int(declared)
             except ValueError:
                 raise CaptchaError("the Content-Length header is not a number") from None
-            if length > self.max_body_bytes:
-                raise self._too_large()
+            if length > limit:
+                raise self._too_large(limit)
         elif terminated:
             length = None  # chunked: read until the end, counting
         else:
@@ -121,8 +135,8 @@ class BodyGuard:
                     if not chunk:
                         break
                     received += len(chunk)
-                    if received > self.max_body_bytes:
-                        raise self._too_large()
+                    if received > limit:
+                        raise self._too_large(limit)
                     if self.buffered + len(chunk) > self.max_buffered_bytes:
                         raise ServerBusy(
                             "this worker is reading as many request bodies as its memory allows "
@@ -140,10 +154,9 @@ class BodyGuard:
             ) from None
         return b"".join(parts)
 
-    def _too_large(self) -> PayloadTooLarge:
-        return PayloadTooLarge(
-            f"the request body is larger than {self.max_body_bytes} bytes (CAPTCHA_MAX_BODY_BYTES)",
-        )
+    def _too_large(self, limit: int) -> PayloadTooLarge:
+        setting = "CAPTCHA_MAX_BODY_BYTES" if limit == self.max_body_bytes else "a captcha image's worth"
+        return PayloadTooLarge(f"the request body is larger than {limit} bytes ({setting})")
 
 
 def _answer_refusal():
@@ -157,7 +170,14 @@ def init_app(app: Flask) -> None:
     """Wrap the app in the guard and answer its refusals in a hook that runs once the request id exists. The guard
     checks the API key itself only to decide whether to read the body; refusing a wrong key stays security.py's."""
     settings = app.config["SETTINGS"]
+    from .compat import PATHS  # the compatible APIs' paths, whose key is in the body
+
     app.wsgi_app = BodyGuard(
-        app.wsgi_app, settings.max_body_bytes, settings.body_timeout, settings.max_buffered_bytes, settings.api_keys
+        app.wsgi_app,
+        settings.max_body_bytes,
+        settings.body_timeout,
+        settings.max_buffered_bytes,
+        settings.api_keys,
+        (PATHS, settings.compat_max_body_bytes),
     )
     app.before_request(_answer_refusal)

@@ -111,6 +111,16 @@ def _check_answer(req, resp, error, instance, adapter) -> None:
         raise ResponseOffContract(f"{req.method} {req.path}: {adapter.validation_errors(error)}")
 
 
+def _documented_only(req, resp, error, instance, adapter) -> None:
+    """The hooks of a view spectree documents but does not validate: it parses its own request."""
+
+
+def documented(**declaration):
+    """spec.validate for a view that parses its own request (compat/, whose clients send parameters in every way
+    HTTP allows): in /openapi.json with its models, with neither validation nor its hooks."""
+    return spec.validate(skip_validation=True, before=_documented_only, after=_documented_only, **declaration)
+
+
 spec = SpecTree(
     "flask",
     backend=Plugin,

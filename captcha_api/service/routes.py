@@ -13,7 +13,7 @@ from ..core.errors import CaptchaError, InvalidParameter
 from ..core.preprocess import DecodeBudget
 from . import response_models as s
 from .errors import FeedbackUnavailable, UnsupportedMediaType, error_body
-from .extensions import limiter
+from .extensions import IMAGES_SCOPE, limiter
 from .observability import context
 from .openapi import API_KEY, spec
 from .request_models import (
@@ -121,7 +121,7 @@ def _images() -> int:
 
 # /predict and /predict-batch draw on one allowance of images: 64 images cost the same sent one by one or at once.
 images_limit = limiter.shared_limit(
-    _limit("rate_limit"), scope="images", cost=_images, exempt_when=_limit_off("rate_limit")
+    _limit("rate_limit"), scope=IMAGES_SCOPE, cost=_images, exempt_when=_limit_off("rate_limit")
 )
 
 

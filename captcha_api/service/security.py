@@ -7,7 +7,7 @@ import logging
 import math
 import time
 
-from flask import Flask, current_app, request
+from flask import Flask, current_app, g, request
 from limits import parse
 
 from .errors import InvalidApiKey, MissingApiKey, RateLimited
@@ -33,9 +33,11 @@ def require_api_key():
         return None
     if request.endpoint in current_app.extensions["public_endpoints"] or request.endpoint is None:
         return None
-    given = request.headers.get(HEADER)
+    reader = current_app.extensions["key_readers"].get(request.blueprint)
+    given = reader() if reader is not None else request.headers.get(HEADER)
     if not given:
-        raise MissingApiKey(f"send your API key in the {HEADER} header")
+        where = "its key parameter" if reader is not None else f"the {HEADER} header"
+        raise MissingApiKey(f"send your API key in {where}")
     failures = current_app.extensions["auth_failure_limit"]
     address = client_address()
     if failures is not None and not _allowed(failures, address):
@@ -49,6 +51,7 @@ def require_api_key():
         if failures is not None:
             _count_failure(failures, address)
         raise InvalidApiKey("the API key is not valid")
+    g.api_key = given  # whose request this is, for the rate limits (extensions.py)
     return None
 
 
@@ -86,6 +89,8 @@ def init_app(app: Flask) -> None:
     # CAPTCHA_METRICS=open: a scraper on a private network reads /metrics without a key; "protected" keeps the key.
     open_metrics = {"metrics"} if settings.metrics == "open" else set()
     app.extensions["public_endpoints"] = frozenset(PUBLIC_ENDPOINTS | open_metrics)
+    # Blueprints whose requests carry their key elsewhere than X-API-Key -> a function that reads it (compat/).
+    app.extensions.setdefault("key_readers", {})
     limit = settings.auth_failure_limit
     app.extensions["auth_failure_limit"] = parse(limit) if limit and not settings.open_access else None
     app.before_request(require_api_key)

@@ -1,0 +1,211 @@
+"""What both solver-compatible APIs share: an order (the image and what the client asked of its reading), read at
+once by the served model under the matching decoding constraints, and kept as a task in the task store.
+
+The solving services' options map onto the native reader as follows (docs/compat.md):
+- numeric 1 (digits only) and 2 (letters only) become the charset constraint inside decoding; 3 (digits only or
+  letters only) reads under each and keeps the more confident reading; 4 (digits and letters both) reads freely and
+  answers ERROR_CAPTCHA_UNSOLVABLE when the reading lacks either.
+- a length range (min_len / max_len, minLength / maxLength; 0: no bound) becomes the length constraint, within what
+  the model reads; a range outside it, or a numeric option over characters the model lacks, is ERROR_BAD_PARAMETERS.
+- math / calc: the reading must be `number sign number`, answered by its value; a model without signs in its
+  alphabet is ERROR_BAD_PARAMETERS.
+- a confidence threshold (the request's, else the model's `min_confidence`) fails the task with
+  ERROR_CAPTCHA_UNSOLVABLE below it.
+- case sensitivity, phrase, language and instructions for human solvers are accepted and change nothing: the model
+  reads what it was trained to read."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from dataclasses import dataclass
+
+from flask import current_app, request
+
+from ...core.decoding import Constraints
+from ...core.errors import CaptchaError
+from ..observability import context
+from . import errors as e
+from .store import StoreError, StoreFull, Task, TaskStore
+
+MODEL_SEPARATOR = "__"  # CapMonster's "<key>__<model>" key form
+SIGNS = "+-*x×"
+EXPRESSION = re.compile(r"^(\d{1,9})([+\-*x×])(\d{1,9})=?$")
+NUMERIC_CHOICES = range(5)
+
+
+@dataclass(frozen=True)
+class Order:
+    """An image and what its reading must be."""
+
+    image: bytes
+    numeric: int = 0
+    min_length: int = 0
+    max_length: int = 0
+    math: bool = False
+    threshold: float | None = None  # 0 to 1; None: the model's min_confidence
+    model: str | None = None
+
+
+def owner(key: str) -> str:
+    """The task store's name for an API key (never the key itself)."""
+    return hashlib.sha256(("task-owner\0" + key).encode("utf-8", "replace")).hexdigest()[:32]
+
+
+def split_key(given: str, valid) -> tuple[str, str | None]:
+    """A key as sent -> (the API key, the model it names): "<key>__<model>" names a model, unless the whole string
+    is a valid key itself."""
+    if valid(given) or MODEL_SEPARATOR not in given:
+        return given, None
+    key, _, model = given.rpartition(MODEL_SEPARATOR)
+    return key, model or None
+
+
+def _models():
+    return current_app.extensions["models"]
+
+
+def _store() -> TaskStore:
+    store = current_app.extensions.get("tasks")
+    if store is None:
+        raise e.NO_SLOT_AVAILABLE("the compatible APIs are off on this service (CAPTCHA_TASK_STORE=none)")
+    return store
+
+
+def _charset(numeric: int, alphabet: str, name: str) -> str | None:
+    if numeric not in (1, 2):
+        return None
+    chars = "".join(c for c in alphabet if c.isdigit() == (numeric == 1))
+    if not chars:
+        kind = "digits" if numeric == 1 else "letters"
+        raise e.BAD_PARAMETERS(f"numeric={numeric} asks for {kind} only; the model {name!r} reads none")
+    return chars
+
+
+def _lengths(order: Order, meta) -> tuple[int | None, int | None]:
+    if order.min_length < 0 or order.max_length < 0:
+        raise e.BAD_PARAMETERS("lengths are not negative (0: no bound)")
+    if order.min_length and order.max_length and order.min_length > order.max_length:
+        raise e.BAD_PARAMETERS(f"the minimum length {order.min_length} is above the maximum {order.max_length}")
+    if not order.min_length and not order.max_length:
+        return None, None
+    low = max(order.min_length or meta.min_length, meta.min_length)
+    high = min(order.max_length or meta.max_length, meta.max_length)
+    if low > high:
+        raise e.BAD_PARAMETERS(
+            f"the model {meta.name!r} reads {meta.min_length} to {meta.max_length} characters, not "
+            f"{order.min_length or 'any'} to {order.max_length or 'any'}"
+        )
+    return low, high
+
+
+def _calculated(text: str) -> str | None:
+    match = EXPRESSION.match(text)
+    if match is None:
+        return None
+    left, sign, right = int(match.group(1)), match.group(2), int(match.group(3))
+    return str(left + right if sign == "+" else left - right if sign == "-" else left * right)
+
+
+def read(order: Order, name: str, recognizer):
+    """The reading of an order (text, confidence), or a CompatError the task fails with. Raises CompatError for an
+    order the model cannot meet, and CaptchaError for an image it cannot read."""
+    meta = recognizer.metadata
+    if order.numeric not in NUMERIC_CHOICES:
+        raise e.BAD_PARAMETERS(f"numeric is 0 to 4, not {order.numeric}")
+    if order.math and not set(SIGNS) & set(meta.alphabet):
+        raise e.BAD_PARAMETERS(f"a calculation was asked; the model {name!r} reads no arithmetic signs")
+    if order.threshold is not None and not 0 <= order.threshold <= 1:
+        raise e.BAD_PARAMETERS("the recognizing threshold is 0 to 100")
+    low, high = _lengths(order, meta)
+    charsets = [_charset(n, meta.alphabet, name) for n in ((1, 2) if order.numeric == 3 else (order.numeric,))]
+    readings = []
+    for charset in charsets:
+        constraints = Constraints(charset, low, high) if charset or low is not None else None
+        readings.append(recognizer.read(order.image, constraints))
+    reading = max(readings, key=lambda r: r.confidence)
+    text, confidence = reading.text, float(reading.confidence)
+    threshold = meta.min_confidence if order.threshold is None else order.threshold
+    if confidence < threshold:
+        return e.CAPTCHA_UNSOLVABLE(f"the reading's confidence {confidence:.2f} is below the threshold {threshold:g}")
+    if order.numeric == 4 and not (any(c.isdigit() for c in text) and any(c.isalpha() for c in text)):
+        return e.CAPTCHA_UNSOLVABLE("numeric=4 asks for digits and letters; the reading has not both")
+    if order.math:
+        value = _calculated(text)
+        if value is None:
+            return e.CAPTCHA_UNSOLVABLE(f"the reading {text!r} is not a calculation")
+        text = value
+    return text, confidence
+
+
+def create(order: Order, key: str) -> Task:
+    """Read the order's image now and keep the outcome as a task of `key`'s (the reading is done before the task
+    exists, so its first poll finds it ready)."""
+    models = _models()
+    if order.model is not None and order.model not in models.recognizers:
+        raise e.BAD_PARAMETERS(f"no model {order.model!r} is served; GET /info lists them")
+    name = order.model or models.default_name
+    recognizer = models.get(name)
+    started = time.time()
+    try:
+        outcome = read(order, name, recognizer)
+    except CaptchaError as error:
+        raise e.from_native(error.code, error.message) from None
+    record = context.current()
+    feedback = current_app.extensions.get("feedback")
+    if feedback is not None and not isinstance(outcome, e.CompatError):
+        feedback.remember(key, record.request_id, 0, name, recognizer.version, outcome[0], order.image)
+    fields = {
+        "owner": owner(key),
+        "model": name,
+        "version": recognizer.version,
+        "request_id": record.request_id,
+        "created": started,
+        "ended": time.time(),
+        "client_ip": request.remote_addr or "",
+    }
+    if isinstance(outcome, e.CompatError):
+        fields.update(status="failed", error=outcome.name, message=outcome.text)
+    else:
+        fields.update(status="ready", text=outcome[0], confidence=outcome[1])
+    try:
+        return _store().add(lambda task_id: Task(id=task_id, **fields))
+    except StoreFull as error:
+        raise e.NO_SLOT_AVAILABLE(str(error)) from None
+    except StoreError as error:
+        current_app.logger.error("%s", error)
+        raise e.NO_SLOT_AVAILABLE("the task store is not answering; retry shortly") from None
+
+
+def find(task_id: int, key: str) -> Task | None:
+    """The live task of this id created with this key, else None."""
+    try:
+        task = _store().get(task_id)
+    except StoreError as error:
+        current_app.logger.error("%s", error)
+        raise e.NO_SLOT_AVAILABLE("the task store is not answering; retry shortly") from None
+    if task is None or task.owner != owner(key):
+        return None
+    return task
+
+
+def failure(task: Task) -> e.CompatError:
+    """The error a failed task is answered with."""
+    return e.BY_NAME.get(task.error, e.CAPTCHA_UNSOLVABLE)(task.message)
+
+
+def report(task: Task, key: str, correct: bool) -> bool:
+    """A client's word on a task's reading: False if the task was reported already. A wrong reading's image, while
+    the feedback store still has it, is kept there for labelling (FOLDER/MODEL/unlabelled/)."""
+    try:
+        first = _store().mark_reported(task.id, "good" if correct else "bad")
+    except StoreError as error:
+        current_app.logger.error("%s", error)
+        raise e.NO_SLOT_AVAILABLE("the task store is not answering; retry shortly") from None
+    if not first:
+        return False
+    feedback = current_app.extensions.get("feedback")
+    if not correct and task.status == "ready" and feedback is not None:
+        feedback.report_unlabelled(key, task.request_id, 0)
+    return True
