@@ -2,6 +2,8 @@ PYTHON ?= python3
 # Everything is installed into this virtual environment: Debian's and Ubuntu's Python refuse system-wide installs.
 VENV ?= .venv
 VPY := $(VENV)/bin/python
+CLIENTS_VENV ?= .venv-clients
+CLIENTS_VPY := $(CLIENTS_VENV)/bin/python
 # Debian packages: curl for the README examples; wrk for the benchmark; nginx and redis-server for the deployment test; Cyrillic typewriter and serif faces for the synthetic captcha generator; chromium for the browser end-to-end tests.
 APT_PACKAGES = python3-venv curl wrk nginx redis-server fonts-freefont-ttf fonts-liberation2 fonts-urw-base35 fonts-paratype fonts-cmu fonts-dejavu-core chromium
 
@@ -21,10 +23,15 @@ $(VPY):
 			&& $(PYTHON) -m venv $(VENV); \
 		else echo "$(PYTHON) -m venv failed: install python3-venv (Debian/Ubuntu) and run make again"; exit 1; fi; }
 
-# The project itself (editable), with its training and test extras, and the Python client.
-install: install-system $(VPY)
+# The project itself (editable), with its training and test extras, and the Python client; the solving services'
+# official clients in an environment of their own (tests/compat/requirements.txt).
+install: install-system $(VPY) $(CLIENTS_VPY)
 	$(VPY) -m pip install -e '.[train,dev]' -e ./clients/python
+	$(CLIENTS_VPY) -m pip install -r tests/compat/requirements.txt
 	npm ci --prefix clients/node
+
+$(CLIENTS_VPY): $(VPY)
+	$(PYTHON) -m venv $(CLIENTS_VENV)
 
 # The project (editable: the checkout is what runs) with its serving dependencies (requirements.txt).
 install-serve: $(VPY)
