@@ -8,158 +8,23 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import shutil
 import signal
-import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
-from scripts.process import GunicornProcess, free_port
+from scripts.process import GunicornProcess
 
-from .conftest import ROOT, encode
+from .conftest import encode
+from .servers import Fleet, require_nginx_and_redis
 
 pytestmark = pytest.mark.integration  # starts real servers or tools: see pyproject.toml
 
-SBIN = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
-NGINX = shutil.which("nginx", path=SBIN)
-REDIS = shutil.which("redis-server", path=SBIN)
-
-if not (NGINX and REDIS):
-    missing = " and ".join(name for name, path in (("nginx", NGINX), ("redis-server", REDIS)) if not path)
-    if os.environ.get("CI"):
-        pytest.fail(f"{missing} must be installed in CI (apt-get install nginx redis-server)", pytrace=False)
-    pytest.skip(f"{missing} not installed (Debian: apt-get install nginx redis-server)", allow_module_level=True)
+require_nginx_and_redis()
 
 KEY = "deploy-test-key-" + secrets.token_hex(8)
-
-
-def wait_for_port(port: int, timeout: float = 20.0) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.02)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
-
-
-class Redis:
-    def __init__(self, directory: Path):
-        self.port = free_port()
-        self.uri = f"redis://127.0.0.1:{self.port}"
-        self.directory = directory
-        self.process = None
-
-    def start(self) -> Redis:
-        command = [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        with open(self.directory / "redis.log", "a") as log:
-            self.process = subprocess.Popen(command + ["--dir", str(self.directory)], stdout=log, stderr=log)
-        wait_for_port(self.port)
-        return self
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-
-
-def nginx_site(upstreams: list[str], port: int) -> str:
-    """deploy/nginx.conf as shipped, with the test's instance addresses and port: nothing else changes."""
-    text = (ROOT / "deploy" / "nginx.conf").read_text()
-    servers = re.findall(r"^\s*server api\d+:5000 (.*);$", text, flags=re.M)
-    assert len(servers) == 2, "deploy/nginx.conf should list the two compose instances api1 and api2"
-    options = servers[0]
-    lines = "\n".join(f"    server {address} {options};" for address in upstreams)
-    text, count = re.subn(r"(?:^\s*server api\d+:5000 .*;\n)+", lines + "\n", text, flags=re.M)
-    assert count == 1
-    text, count = re.subn(r"^(\s*)listen 8080;$", rf"\g<1>listen 127.0.0.1:{port};", text, flags=re.M)
-    assert count == 1
-    return text
-
-
-class Nginx:
-    def __init__(self, directory: Path, upstreams: list[str]):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.directory = directory
-        (directory / "captcha.conf").write_text(nginx_site(upstreams, self.port))
-        temp = " ".join(
-            f"{kind}_temp_path {directory / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-        )
-        user = "user root;" if os.geteuid() == 0 else ""
-        (directory / "nginx.conf").write_text(
-            f"{user}\ndaemon off;\npid {directory / 'nginx.pid'};\nerror_log {directory / 'error.log'} info;\n"
-            "events { worker_connections 512; }\n"
-            f"http {{\n  access_log {directory / 'access.log'};\n  {temp}\n"
-            f"  include {directory / 'captcha.conf'};\n}}\n"
-        )
-        self.process = None
-
-    def start(self) -> Nginx:
-        check = subprocess.run(
-            [NGINX, "-t", "-p", str(self.directory), "-c", str(self.directory / "nginx.conf")],
-            capture_output=True,
-            text=True,
-        )
-        assert check.returncode == 0, check.stderr
-        with open(self.directory / "nginx.out", "w") as log:
-            self.process = subprocess.Popen(
-                [NGINX, "-p", str(self.directory), "-c", str(self.directory / "nginx.conf")], stdout=log, stderr=log
-            )
-        wait_for_port(self.port)
-        return self
-
-    def error_log(self) -> str:
-        return (self.directory / "error.log").read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGQUIT)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-class Fleet:
-    """Redis, two instances (two workers each, limits in Redis, trusting one proxy) and nginx in front."""
-
-    def __init__(self, directory: Path, **settings: str):
-        self.directory = directory
-        self.settings = settings
-        self.redis, self.instances, self.nginx = None, [], None
-
-    def start(self) -> Fleet:
-        directory = self.directory
-        self.redis = Redis(directory).start()
-        env = {
-            "CAPTCHA_API_KEYS": KEY,
-            "CAPTCHA_WORKERS": "2",
-            "CAPTCHA_TRUSTED_PROXIES": "1",
-            "CAPTCHA_RATELIMIT_STORAGE_URI": self.redis.uri,
-            "CAPTCHA_RATE_LIMIT": "100000/minute",
-            **self.settings,
-        }
-        self.instances = [GunicornProcess(env, directory / f"api{i}.log").start() for i in (1, 2)]
-        for instance in self.instances:
-            instance.wait_ready()
-        nginx_dir = directory / "nginx"
-        nginx_dir.mkdir()
-        self.nginx = Nginx(nginx_dir, [f"127.0.0.1:{i.port}" for i in self.instances]).start()
-        self.url = self.nginx.url
-        return self
-
-    def stop(self) -> None:
-        for part in (self.nginx, *self.instances, self.redis):
-            if part is not None:
-                part.stop()
 
 
 @pytest.fixture
@@ -167,7 +32,7 @@ def make_fleet(tmp_path):
     fleets = []
 
     def build(**settings):
-        fleets.append(Fleet(tmp_path, **settings))
+        fleets.append(Fleet(tmp_path, KEY, **settings))
         return fleets[-1].start()
 
     yield build
