@@ -75,3 +75,50 @@ def test_the_live_service_keeps_to_its_openapi_document(tmp_path):
         assert generated >= 200, output[-3000:]
         assert server.worker_pids() == workers
         assert "unhandled error" not in server.log()
+
+
+def test_the_compatible_apis_never_fail_whatever_they_are_sent(tmp_path):
+    """The solver-compatible endpoints answer every request with a 200 in their protocol's own format: fuzzed
+    from their documented parameters (examples, coverage and fuzzing phases), nothing may be a server error, an
+    undocumented status, or a worker lost."""
+    env = {
+        "CAPTCHA_API_KEYS": KEY,
+        "CAPTCHA_WORKERS": "1",
+        "CAPTCHA_RATE_LIMIT": "100000/minute",
+        "CAPTCHA_TASK_STORE": str(tmp_path / "tasks.sqlite3"),
+        "CAPTCHA_FEEDBACK_DIR": str(tmp_path / "feedback"),
+    }
+    with GunicornProcess(env, tmp_path / "server.log") as server:
+        workers = server.worker_pids()
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "schemathesis.cli",
+                "--no-color",
+                "run",
+                server.url + "/openapi.json",
+                "--include-tag-regex",
+                "^compat",
+                "--checks",
+                "not_a_server_error,status_code_conformance",
+                "--max-examples",
+                "30",
+                "--seed",
+                str(SEED),
+                "--workers",
+                "1",
+                "--request-timeout",
+                "30",
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output[-30000:]
+        # in.php and res.php (GET and POST each), createTask, getTaskResult, getBalance and the three reports
+        assert re.search(r"Tested: 10\b", output), output[-3000:]
+        assert server.worker_pids() == workers
+        assert "unhandled error" not in server.log()
