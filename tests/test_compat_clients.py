@@ -314,3 +314,62 @@ def test_200_tasks_across_two_instances_behind_nginx_sharing_redis(tools, tmp_pa
         assert len([k for k in stored if not k.endswith(b":reported")]) == TASKS  # all in the Redis of the limits
     finally:
         fleet.stop()
+
+
+# ------------------------------------------------------------------------------------------ the README's lines
+
+README_SECTION = "## Coming from 2captcha / anti-captcha / CapMonster"
+# What each README line's client is asked, to show it reached the service.
+BALANCE_CALLS = {
+    "TwoCaptcha(": "print(solver.balance())",
+    "AnticaptchaClient(": "print(client.getBalance())",
+    "CapMonsterClient(": "import asyncio; print(asyncio.run(client.get_balance())['balance'])",
+}
+PYTHON_IMPORTS = (
+    "from twocaptcha import TwoCaptcha\n"
+    "from python_anticaptcha import AnticaptchaClient\n"
+    "from capmonstercloudclient import CapMonsterClient, ClientOptions\n"
+)
+
+
+def readme_lines(language: str) -> list[str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = re.search(rf"^{re.escape(README_SECTION)}\n(.*?)(?=^## )", text, flags=re.S | re.M)
+    assert section, f"README.md has no section {README_SECTION!r}"
+    blocks = re.findall(rf"^```{language}\n(.*?)^```", section.group(1), flags=re.S | re.M)
+    assert len(blocks) == 1, blocks
+    return [line for line in blocks[0].splitlines() if line.strip()]
+
+
+def ours(line: str, stack) -> str:
+    """A README line with the test's key and addresses in place of its placeholders."""
+    service = stack["instance"].url.removeprefix("http://")
+    return (
+        line.replace("YOUR_KEY", KEY)
+        .replace("localhost:8443", f"127.0.0.1:{stack['tls'].port}")
+        .replace("localhost:5000", service)
+    )
+
+
+def test_the_readmes_one_line_changes_reach_the_service(stack):
+    lines = readme_lines("python")
+    assert sorted(next(c for c in BALANCE_CALLS if c in line) for line in lines) == sorted(BALANCE_CALLS)
+    ca = str(stack["dir"] / "ca.pem")
+    for line in lines:
+        call = next(c for c in BALANCE_CALLS if c in line)
+        run = subprocess.run(
+            [str(CLIENTS_PYTHON), "-c", PYTHON_IMPORTS + ours(line, stack) + "\n" + BALANCE_CALLS[call]],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "REQUESTS_CA_BUNDLE": ca},
+        )
+        assert run.returncode == 0 and float(run.stdout) > 0, (line, run.stderr)
+    (line,) = readme_lines("js")
+    script = (
+        "const { CapMonsterCloudClientFactory, ClientOptions } = require(process.argv[1]);\n"
+        + ours(line, stack)
+        + "\nclient.getBalance().then((answer) => console.log(answer.balance));\n"
+    )
+    run = subprocess.run(["node", "-e", script, str(NODE_CLIENT)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and float(run.stdout) > 0, run.stderr
