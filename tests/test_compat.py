@@ -405,6 +405,29 @@ def test_a_stray_file_in_the_stores_place_is_moved_aside(make_app, tmp_path, png
     assert "not a usable database" in caplog.text
 
 
+def test_a_database_of_something_else_in_the_stores_place_is_moved_aside(make_app, tmp_path, png):
+    store = tmp_path / "tasks.sqlite3"
+    other = sqlite3.connect(store)
+    other.execute("CREATE TABLE tasks (name TEXT)")
+    other.commit()
+    other.close()
+    client = make_app(task_store=str(store)).test_client()
+    assert create(client, png)["errorId"] == 0
+    (aside,) = tmp_path.glob("tasks.sqlite3.broken-*")
+    assert sqlite3.connect(aside).execute("PRAGMA table_info(tasks)").fetchall()[0][1] == "name"
+
+
+def test_in_php_reads_the_file_field_among_others(anonymous, png, predicted):
+    form = {
+        "key": KEY,
+        "method": "post",
+        "imginstructions": (io.BytesIO(b"instructions for a human"), "hint.png"),
+        "file": (io.BytesIO(png), "captcha.png"),
+    }
+    task_id = anonymous.post("/in.php", data=form).get_data(as_text=True)[3:]
+    assert result(anonymous, task_id) == f"OK|{predicted}"
+
+
 def test_an_unusable_store_fails_only_the_compatible_apis(make_app, tmp_path, png):
     folder = tmp_path / "a-folder"
     folder.mkdir()

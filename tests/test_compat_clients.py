@@ -338,7 +338,7 @@ def readme_lines(language: str) -> list[str]:
     assert section, f"README.md has no section {README_SECTION!r}"
     blocks = re.findall(rf"^```{language}\n(.*?)^```", section.group(1), flags=re.S | re.M)
     assert len(blocks) == 1, blocks
-    return [line for line in blocks[0].splitlines() if line.strip()]
+    return [line for line in blocks[0].splitlines() if line.strip() and not line.lstrip().startswith(("#", "//"))]
 
 
 def ours(line: str, stack) -> str:

@@ -101,15 +101,19 @@ class SqliteStore(TaskStore):
         "CREATE INDEX IF NOT EXISTS tasks_expires ON tasks (expires)",
     )
 
+    COLUMNS = ["id", "expires", "body", "reported"]
+
     def __init__(self, path: Path, ttl: float, max_tasks: int):
         self.path, self.ttl, self.max_tasks = Path(path), ttl, max_tasks
         self.description = f"SQLite {self.path}"
-        self._local = threading.local()
+        # One connection a process, used by one request at a time: under gevent a greenlet never yields inside
+        # sqlite3's calls, and the lock keeps threads (the development server's) apart.
+        self._lock = threading.Lock()
+        self._connection_of: tuple[int, sqlite3.Connection] | None = None
 
     def _connection(self) -> sqlite3.Connection:
-        connection = getattr(self._local, "connection", None)
-        if connection is not None and self._local.pid == os.getpid():
-            return connection
+        if self._connection_of is not None and self._connection_of[0] == os.getpid():
+            return self._connection_of[1]
         try:
             connection = self._open()
         except sqlite3.DatabaseError as error:
@@ -124,7 +128,7 @@ class SqliteStore(TaskStore):
             for suffix in ("-wal", "-shm"):
                 Path(f"{self.path}{suffix}").unlink(missing_ok=True)
             connection = self._open()
-        self._local.connection, self._local.pid = connection, os.getpid()
+        self._connection_of = (os.getpid(), connection)
         return connection
 
     def _open(self) -> sqlite3.Connection:
@@ -135,9 +139,12 @@ class SqliteStore(TaskStore):
         try:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")  # a task lost to a power cut is acceptable
-            for statement in self.SCHEMA:
-                connection.execute(statement)
-            connection.execute("SELECT id, expires, body, reported FROM tasks LIMIT 1").fetchall()
+            table, index = self.SCHEMA
+            connection.execute(table)
+            columns = [row[1] for row in connection.execute("PRAGMA table_info(tasks)")]
+            if columns != self.COLUMNS:  # a database of something else at this path
+                raise sqlite3.DatabaseError(f"its table 'tasks' has the columns {columns}, not {self.COLUMNS}")
+            connection.execute(index)
         except BaseException:
             connection.close()
             raise
@@ -145,7 +152,8 @@ class SqliteStore(TaskStore):
 
     def _run(self, action):
         try:
-            return action(self._connection())
+            with self._lock:
+                return action(self._connection())
         except sqlite3.Error as error:
             raise StoreError(f"the task store ({self.description}) failed: {error}") from None
         except OSError as error:

@@ -24,7 +24,10 @@ MAX_IDS = 100  # task ids one action=get may ask for
 
 
 def _wants_json() -> bool:
-    value = p.merged().get("json")
+    try:
+        value = p.merged().get("json")
+    except Exception:  # noqa: BLE001 - parameters that cannot be read (the error being answered): text
+        return False
     return value is True or value == 1 or str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
@@ -74,7 +77,7 @@ def submit():
     method = given.method.strip().lower()
     if method not in ("post", "base64"):
         raise e.BAD_PARAMETERS(f"method={given.method!r}: this service reads image captchas (post or base64)")
-    file = next(iter(request.files.values()), None) if method == "post" else None
+    file = (request.files.get("file") or next(iter(request.files.values()), None)) if method == "post" else None
     if method == "post" and file is None:
         raise e.ZERO_CAPTCHA_FILESIZE("method=post: send the image as a multipart file in 'file'")
     data = p.image(given.body, file)
