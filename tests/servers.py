@@ -72,9 +72,9 @@ class Tls:
     port: int
 
 
-def nginx_site(upstreams: list[str], port: int, tls: Tls | None = None) -> str:
-    """deploy/nginx.conf as shipped, with the test's instance addresses and ports (and its HTTPS lines switched on
-    with the test's certificate when `tls` is given): nothing else changes."""
+def nginx_site(upstreams: list[str], port: int, directory: Path, tls: Tls | None = None) -> str:
+    """deploy/nginx.conf as shipped, with the test's instance addresses, ports and access log (in `directory`), and
+    its HTTPS lines switched on with the test's certificate when `tls` is given: nothing else changes."""
     text = (ROOT / "deploy" / "nginx.conf").read_text()
     servers = re.findall(r"^\s*server api\d+:5000 (.*);$", text, flags=re.M)
     assert len(servers) == 2, "deploy/nginx.conf should list the two compose instances api1 and api2"
@@ -83,6 +83,13 @@ def nginx_site(upstreams: list[str], port: int, tls: Tls | None = None) -> str:
     text, count = re.subn(r"(?:^\s*server api\d+:5000 .*;\n)+", lines + "\n", text, flags=re.M)
     assert count == 1
     text, count = re.subn(r"^(\s*)listen 8080;$", rf"\g<1>listen 127.0.0.1:{port};", text, flags=re.M)
+    assert count == 1
+    text, count = re.subn(
+        r"^(\s*)access_log /var/log/nginx/access.log (\w+);$",
+        rf"\g<1>access_log {directory}/access.log \2;",
+        text,
+        flags=re.M,
+    )
     assert count == 1
     if tls is not None:
         for pattern, value in (
@@ -101,7 +108,7 @@ class Nginx:
         self.url = f"http://127.0.0.1:{self.port}"
         self.tls = tls
         self.directory = directory
-        (directory / "captcha.conf").write_text(nginx_site(upstreams, self.port, tls))
+        (directory / "captcha.conf").write_text(nginx_site(upstreams, self.port, directory, tls))
         temp = " ".join(
             f"{kind}_temp_path {directory / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
         )

@@ -1,6 +1,7 @@
 """End to end in a real browser: the Puppeteer example logs in to the demo site through its captcha, read by the
 service under gunicorn, 20 times, run by the command line of the Puppeteer section of clients/node/README.md as
-written."""
+written; and so does its variant on CapMonster Cloud's official Node client, through the service's task API
+(docs/compat.md)."""
 
 import json
 import os
@@ -25,6 +26,11 @@ NODE_CLIENT = ROOT / "clients" / "node"
 README = NODE_CLIENT / "README.md"
 README_SECTION = "## Puppeteer example"
 README_COMMAND = "node clients/node/examples/puppeteer-login.js"
+# The same example on CapMonster Cloud's official client, pointed at the service's task API (/createTask).
+CAPMONSTER_SECTION = "## Puppeteer example with the CapMonster Cloud client"
+CAPMONSTER_COMMAND = "node clients/node/examples/puppeteer-capmonster.js"
+CAPMONSTER_CLIENT = NODE_CLIENT / "node_modules" / "@zennolab_com" / "capmonstercloud-client"
+EXAMPLES = [(README_SECTION, README_COMMAND), (CAPMONSTER_SECTION, CAPMONSTER_COMMAND)]
 # What the README's command line names and the test replaces with its own demo site, service and key.
 README_SITE, README_API_URL, README_KEY = "http://127.0.0.1:8000/", "http://127.0.0.1:5000", "my-key-0123456789abcdef"
 CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
@@ -54,8 +60,9 @@ def browser_tools():
 
 @pytest.fixture(scope="module")
 def service(browser_tools, tmp_path_factory):
-    log = tmp_path_factory.mktemp("browser") / "server.log"
-    with GunicornProcess({"CAPTCHA_API_KEYS": KEY, "CAPTCHA_WORKERS": "1"}, log) as process:
+    folder = tmp_path_factory.mktemp("browser")
+    env = {"CAPTCHA_API_KEYS": KEY, "CAPTCHA_WORKERS": "1", "CAPTCHA_TASK_STORE": str(folder / "tasks.sqlite3")}
+    with GunicornProcess(env, folder / "server.log") as process:
         yield process.url
 
 
@@ -91,28 +98,31 @@ def test_demo_site_accepts_only_the_right_answer():
     assert '<p id="result">wrong captcha</p>' in again.get_data(as_text=True)
 
 
-def readme_command() -> list[str]:
-    """The arguments of the line of the Node client README's Puppeteer section that runs the example."""
+def readme_command(heading: str = README_SECTION, command: str = README_COMMAND) -> list[str]:
+    """The arguments of the line of a Puppeteer section of the Node client README that runs its example."""
     text = README.read_text(encoding="utf-8")
-    section = re.search(rf"^{re.escape(README_SECTION)}\n(.*?)(?=^## |\Z)", text, flags=re.S | re.M)
-    assert section, f"{README.name} has no section {README_SECTION!r}"
-    lines = [line.strip() for line in section.group(1).splitlines() if line.strip().startswith(README_COMMAND + " ")]
+    section = re.search(rf"^{re.escape(heading)}\n(.*?)(?=^## |\Z)", text, flags=re.S | re.M)
+    assert section, f"{README.name} has no section {heading!r}"
+    lines = [line.strip() for line in section.group(1).splitlines() if line.strip().startswith(command + " ")]
     assert len(lines) == 1, lines
     return shlex.split(lines[0])
 
 
-def test_readme_command_names_the_example_and_its_placeholders():
+@pytest.mark.parametrize("heading, command", EXAMPLES, ids=["puppeteer-login", "puppeteer-capmonster"])
+def test_readme_command_names_the_example_and_its_placeholders(heading, command):
     """Checked without a browser too: the command the browser test runs is in the client's README, with what it
     replaces."""
-    args = readme_command()
+    args = readme_command(heading, command)
     assert (ROOT / args[1]).is_file(), args
     assert {README_SITE, README_API_URL, README_KEY} <= set(args), args
     assert args[args.index("--rounds") + 1] == str(ROUNDS), args
 
 
-def test_puppeteer_example_logs_in(service, demo_site):
+def run_readme_command(heading: str, command: str, service: str, demo_site: str) -> None:
+    """Run a section's command line with the test's demo site, service and key in place of the README's; at least
+    18 of the 20 logins must pass, none failing with an error."""
     ours = {README_SITE: demo_site, README_API_URL: service, README_KEY: KEY}
-    args = [ours.get(arg, arg) for arg in readme_command()]
+    args = [ours.get(arg, arg) for arg in readme_command(heading, command)]
     env = {name: value for name, value in os.environ.items() if name not in ("CAPTCHA_API_URL", "CAPTCHA_API_KEY")}
     run = subprocess.run(
         args,
@@ -127,3 +137,18 @@ def test_puppeteer_example_logs_in(service, demo_site):
     assert summary["rounds"] == ROUNDS, args
     assert summary["errors"] == 0, run.stderr
     assert summary["passed"] >= 18, run.stderr
+
+
+def test_puppeteer_example_logs_in(service, demo_site):
+    run_readme_command(README_SECTION, README_COMMAND, service, demo_site)
+
+
+def test_puppeteer_example_logs_in_with_capmonsters_client(service, demo_site):
+    """The official CapMonster Cloud client, changed only in serviceUrl and clientKey, solves through /createTask
+    and /getTaskResult (its 10 s limit after createTask, a poll every 200 ms) as well as this package does."""
+    if not CAPMONSTER_CLIENT.is_dir():
+        reason = f"{CAPMONSTER_CLIENT.relative_to(ROOT)} is absent (npm ci --prefix clients/node)"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the browser test: {reason}")
+        pytest.skip(reason)
+    run_readme_command(CAPMONSTER_SECTION, CAPMONSTER_COMMAND, service, demo_site)

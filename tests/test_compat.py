@@ -17,9 +17,10 @@ from captcha_api.service import compat
 from captcha_api.service.compat import errors as compat_errors
 from captcha_api.service.compat.store import ID_HIGH, ID_LOW
 
-from .conftest import KEY, OTHER_KEY, encode
+from .conftest import KEY, OTHER_KEY, ROOT, encode
 
 TEXT = "text/plain"
+SHIPPED = ROOT / "model" / "fssp"
 
 
 def b64(data: bytes) -> str:
@@ -60,6 +61,13 @@ def assert_task_error(body: dict, name: str) -> None:
     expected = getattr(compat_errors, name.removeprefix("ERROR_"))
     assert body["errorId"] == expected.error_id != 0 and body["errorCode"] == name, body
     assert isinstance(body["errorDescription"], str) and body["errorDescription"], body
+
+
+@pytest.fixture
+def make_app(make_app):
+    """The service on the shipped FSSP model (conftest's tiny model reads the test image as nothing, which these
+    APIs answer as unsolvable)."""
+    return lambda **overrides: make_app(**{"model": SHIPPED, **overrides})
 
 
 @pytest.fixture
@@ -237,7 +245,7 @@ def test_a_missing_key_is_named_per_protocol(anonymous):
     "task, message",
     [
         ({"numeric": 9}, "numeric"),
-        ({"minLength": 9}, "reads 1 to 7 characters"),
+        ({"minLength": 9}, "reads 4 to 7 characters"),
         ({"minLength": 5, "maxLength": 3}, "above the maximum"),
         ({"maxLength": "lots"}, "maxLength"),
         ({"math": True}, "arithmetic signs"),
@@ -258,7 +266,7 @@ def test_options_act_inside_decoding(anonymous, png):
         ({"numeric": 2}, lambda text: set(text) <= set(letters)),
         ({"numeric": 3}, lambda text: set(text) <= set(digits) or set(text) <= set(letters)),
         ({"minLength": 6, "maxLength": 6}, lambda text: len(text) == 6),
-        ({"minLength": 2, "maxLength": 3}, lambda text: 2 <= len(text) <= 3),
+        ({"minLength": 2, "maxLength": 4}, lambda text: len(text) == 4),  # within what the model reads: 4
     ):
         answer = task_result(anonymous, create(anonymous, png, **options)["taskId"])
         assert answer["status"] == "ready" and check(answer["solution"]["text"]), (options, answer)
@@ -287,13 +295,14 @@ def test_a_threshold_fails_the_task_below_it(anonymous, png, client):
 
 
 @pytest.fixture
-def two_models(tmp_path, tiny_artifact):
-    """A folder serving tiny (the default) and a copy named 'strict' whose metadata sets min_confidence 1.0."""
+def two_models(tmp_path):
+    """A folder serving the FSSP model as 'tiny' (the default) and a copy named 'strict' whose metadata sets
+    min_confidence 1.0."""
     folder = tmp_path / "models"
     folder.mkdir()
     for name, extra in (("tiny", {}), ("strict", {"min_confidence": 1.0})):
-        shutil.copy(tiny_artifact.with_suffix(".onnx"), folder / f"{name}.onnx")
-        meta = json.loads(tiny_artifact.with_suffix(".json").read_text())
+        shutil.copy(SHIPPED.with_suffix(".onnx"), folder / f"{name}.onnx")
+        meta = json.loads(SHIPPED.with_suffix(".json").read_text())
         (folder / f"{name}.json").write_text(json.dumps({**meta, "name": name, **extra}))
     return folder
 
@@ -360,9 +369,9 @@ def test_reportbad_keeps_the_image_for_labelling_once(make_app, tmp_path, png):
     assert report.get_data(as_text=True) == "OK_REPORT_RECORDED"
     again = client.get("/res.php", query_string={"key": KEY, "action": "reportbad", "id": task_id})
     assert again.get_data(as_text=True) == "ERROR_DUPLICATE_REPORT"
-    stored = list((tmp_path / "feedback" / "tiny" / "unlabelled").iterdir())
+    stored = list((tmp_path / "feedback" / "fssp" / "unlabelled").iterdir())
     assert len(stored) == 1 and stored[0].read_bytes() == png
-    assert not (tmp_path / "feedback" / "tiny" / "labels.csv").exists()  # no text: nothing to train on yet
+    assert not (tmp_path / "feedback" / "fssp" / "labels.csv").exists()  # no text: nothing to train on yet
     task = create(client, png)["taskId"]
     for path in ("/reportIncorrectImageCaptcha", "/reportIncorrect"):
         answer = client.post(path, json={"clientKey": KEY, "taskId": task}).get_json()
@@ -372,7 +381,7 @@ def test_reportbad_keeps_the_image_for_labelling_once(make_app, tmp_path, png):
             assert_task_error(answer, "ERROR_DUPLICATE_REPORT")
     good = create(client, encode(__import__("PIL.Image", fromlist=["Image"]).new("RGB", (200, 60), "white"), "PNG"))
     assert client.post("/reportCorrect", json={"clientKey": KEY, "taskId": good["taskId"]}).get_json()["errorId"] == 0
-    assert len(list((tmp_path / "feedback" / "tiny" / "unlabelled").iterdir())) == 1  # same image; good adds none
+    assert len(list((tmp_path / "feedback" / "fssp" / "unlabelled").iterdir())) == 1  # same image; good adds none
     assert_task_error(
         client.post("/reportCorrect", json={"clientKey": KEY, "taskId": 5}).get_json(), "ERROR_NO_SUCH_CAPCHA_ID"
     )
@@ -486,3 +495,155 @@ def test_nothing_a_client_sends_is_a_500_or_an_html_page(anonymous, path, kwargs
     if answer.mimetype == "application/json" and path != "/in.php" and path != "/res.php":
         body = answer.get_json()
         assert body["errorId"] == 0 or (body["errorCode"] and body["errorDescription"])
+
+
+# ------------------------------------------------------------------------- found by an attacker's review
+
+
+def test_a_get_with_a_body_is_read_within_the_compatible_bound(make_app):
+    client = make_app().test_client()
+    big = b'{"key": "' + b"k" * 2_000_000 + b'"}'
+    answer = client.open("/res.php?action=getbalance", method="GET", data=big, content_type="application/json")
+    assert answer.get_data(as_text=True) == "ERROR_TOO_BIG_CAPTCHA_FILESIZE"
+
+
+def test_bodies_without_a_key_header_draw_on_a_budget_of_their_own(make_app, png):
+    from werkzeug.test import EnvironBuilder
+
+    app = make_app(max_buffered_bytes=16 * 2**20)
+    guard = app.wsgi_app
+    seen = []
+
+    def inner(environ, start_response):
+        seen.append((guard.pool.held, guard.keyless.held))
+        start_response("200 OK", [])
+        return [b""]
+
+    guard.app, original = inner, guard.app
+    try:
+        body = json.dumps({"clientKey": KEY, "task": {"type": "ImageToTextTask", "body": b64(png)}}).encode()
+        for headers in ({}, {"X-API-Key": KEY}):
+            environ = EnvironBuilder(
+                path="/createTask", method="POST", data=body, content_type="application/json", headers=headers
+            ).get_environ()
+            b"".join(guard(environ, lambda *a: None))
+    finally:
+        guard.app = original
+    assert seen == [(0, len(body)), (len(body), 0)]
+    assert guard.keyless.limit == 4 * 2**20 and guard.pool.held == guard.keyless.held == 0
+
+
+def test_a_store_database_with_a_trigger_is_moved_aside_not_spun_on(make_app, tmp_path, png):
+    from captcha_api.service.compat.store import SqliteStore
+
+    store = tmp_path / "tasks.sqlite3"
+    db = sqlite3.connect(store)
+    for statement in SqliteStore.SCHEMA:
+        db.execute(statement)
+    db.execute("CREATE TRIGGER drop_all BEFORE INSERT ON tasks BEGIN SELECT RAISE(IGNORE); END")
+    db.commit()
+    db.close()
+    client = make_app(task_store=str(store)).test_client()
+    task = create(client, png)
+    assert task["errorId"] == 0 and task_result(client, task["taskId"])["status"] == "ready"
+    assert len(list(tmp_path.glob("tasks.sqlite3.broken-*"))) == 1
+
+
+def test_one_key_holds_a_quarter_of_the_store_at_most(make_app, png):
+    client = make_app(api_keys=[KEY, OTHER_KEY], task_max=8).test_client()
+    for _ in range(2):
+        assert create(client, png)["errorId"] == 0
+    full = create(client, png)
+    assert_task_error(full, "ERROR_NO_SLOT_AVAILABLE")
+    assert "quarter of CAPTCHA_TASK_MAX" in full["errorDescription"]
+    assert create(client, png, key=OTHER_KEY)["errorId"] == 0
+
+
+def test_ids_out_of_range_are_unknown_without_a_traceback(anonymous, caplog):
+    for value in ("99999999999999999999", "1", str(2**53)):
+        assert result(anonymous, value) == "ERROR_WRONG_CAPTCHA_ID"
+    for value in (10**19, 2**63, 0):
+        assert_task_error(task_result(anonymous, value), "ERROR_NO_SUCH_CAPCHA_ID")
+    assert "Traceback" not in caplog.text and "unhandled" not in caplog.text
+
+
+def test_workers_follow_a_store_file_deleted_under_them(make_app, tmp_path, png):
+    store = tmp_path / "tasks.sqlite3"
+    first, second = (make_app(task_store=str(store)).test_client() for _ in range(2))  # two workers' stores
+    create(first, png), create(second, png)
+    for name in ("tasks.sqlite3", "tasks.sqlite3-wal", "tasks.sqlite3-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    task = create(first, png)
+    assert task_result(second, task["taskId"])["status"] == "ready"  # both on the new file
+
+
+def test_reports_draw_on_the_allowance_and_unlabelled_images_on_a_quarter_of_the_folder(make_app, tmp_path):
+    from PIL import Image
+
+    client = make_app(rate_limit="4/minute").test_client()
+    image = encode(Image.effect_noise((200, 60), 40).convert("RGB"), "PNG")
+    task = create(client, image)
+    assert client.post("/reportIncorrect", json={"clientKey": KEY, "taskId": task["taskId"]}).get_json()["errorId"] == 0
+    other, _third = create(client, image), create(client, image)  # four images of the allowance spent
+    refused = client.post("/reportCorrect", json={"clientKey": KEY, "taskId": other["taskId"]}).get_json()
+    assert_task_error(refused, "ERROR_TOO_MUCH_REQUESTS")
+    small = make_app(feedback_max_mb=1).test_client()
+    stored = 0
+    for seed in range(80):
+        noisy = encode(Image.effect_noise((200, 60), 20 + seed).convert("RGB"), "PNG")  # ~30 KB each
+        reported = small.post("/reportIncorrect", json={"clientKey": KEY, "taskId": create(small, noisy)["taskId"]})
+        assert reported.get_json()["errorId"] == 0  # the report is recorded even when its image is not kept
+        stored = len(list((tmp_path / "feedback" / "fssp" / "unlabelled").iterdir()))
+    assert 0 < stored * 30_000 <= 2**20 // 4 + 40_000
+
+
+def test_other_methods_are_answered_in_the_protocols_format(anonymous, png):
+    for method, path in (("PUT", "/in.php"), ("DELETE", "/res.php"), ("GET", "/createTask"), ("PATCH", "/getBalance")):
+        answer = anonymous.open(path, method=method)
+        assert answer.status_code == 200
+        if path.endswith(".php"):
+            assert answer.get_data(as_text=True) == "ERROR_NO_SUCH_METHOD"
+        else:
+            assert_task_error(answer.get_json(), "ERROR_NO_SUCH_METHOD")
+    head = anonymous.head("/in.php", query_string={"key": KEY, "method": "base64", "body": b64(png)})
+    assert head.status_code == 200
+    assert anonymous.get("/res.php", query_string={"key": KEY, "action": "getbalance"}).data == b"1000000"
+
+
+def test_parameters_the_clients_send_as_they_like(anonymous, png, predicted):
+    ids = [submit(anonymous, png) for _ in range(3)] * 33  # 99 ids, 1,700 characters
+    answer = anonymous.get("/res.php", query_string={"key": KEY, "action": "get", "ids": ",".join(ids)})
+    assert answer.get_data(as_text=True) == "|".join([predicted] * 99)
+    as_number = anonymous.post("/res.php", json={"key": KEY, "action": "get", "id": int(ids[0]), "json": 1})
+    assert as_number.get_json() == {"status": 1, "request": predicted}
+    get2 = anonymous.post("/res.php", json={"key": KEY, "action": "get2", "id": ids[0], "json": 1}).get_json()
+    assert get2 == {"status": 1, "request": predicted, "price": "0"}
+    loose = {"soft_id": 4580, "textinstructions": "x" * 5000, "lang": ["ru"], "header_acao": "1"}
+    answer = anonymous.post("/in.php", json={"key": KEY, "method": "base64", "body": b64(png), **loose})
+    assert answer.get_data(as_text=True).startswith("OK|")
+
+
+def test_an_empty_reading_is_unsolvable_not_an_empty_answer(anonymous):
+    from PIL import Image
+
+    blank = encode(Image.new("RGB", (200, 60), "white"), "PNG")
+    task = create(anonymous, blank)
+    assert_task_error(task_result(anonymous, task["taskId"]), "ERROR_CAPTCHA_UNSOLVABLE")
+
+
+def test_numeric_letters_and_either_follow_the_models_alphabet(make_app, tmp_path, png):
+    from captcha_api.service.compat.solve import _charsets
+
+    assert _charsets(2, "abc+-12", "m") == ["abc"] and _charsets(3, "0123", "m") == ["0123"]
+    assert _charsets(3, "ab12", "m") == ["12", "ab"] and _charsets(0, "ab", "m") == [None]
+    with pytest.raises(compat_errors.CompatError, match="reads none"):
+        _charsets(1, "abc", "m")
+
+
+def test_a_shared_limit_storage_the_store_cannot_share_must_name_one():
+    from captcha_api.service.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match="CAPTCHA_TASK_STORE must be set"):
+        load_settings({"CAPTCHA_RATELIMIT_STORAGE_URI": "redis+sentinel://h:26379/mymaster"})
+    settings = load_settings({"CAPTCHA_RATELIMIT_STORAGE_URI": "redis://h:6379", "CAPTCHA_TASK_STORE": ""})
+    assert settings.task_store_location == "redis://h:6379"

@@ -24,6 +24,7 @@ PREFIX = "CAPTCHA_"
 PRINTABLE_ASCII = re.compile(r"[\x21-\x7e]+")
 LIMITS_OFF = ("", "0", "off", "none")
 STORAGES = ("memory", "redis", "rediss", "redis+sentinel", "memcached")
+SHARED_ELSEWHERE = ("redis+sentinel", "memcached")  # shared rate limits the task store cannot share
 SECRETS = frozenset({"api_keys"})
 DEFAULT_TASK_STORE = "runs/tasks.sqlite3"  # the compatible APIs' tasks on one machine (CAPTCHA_TASK_STORE)
 
@@ -185,6 +186,11 @@ class Settings(BaseSettings):
             (self.max_body_bytes < self.max_image_bytes, "MAX_BODY_BYTES must be at least {p}MAX_IMAGE_BYTES"),
             (self.max_buffered_bytes < self.max_body_bytes, "MAX_BUFFERED_BYTES must be at least {p}MAX_BODY_BYTES"),
             (self.max_batch_pixels < self.max_pixels, "MAX_BATCH_PIXELS must be at least {p}MAX_PIXELS"),
+            (
+                not self.task_store and self.ratelimit_storage_uri.split("://")[0] in SHARED_ELSEWHERE,
+                "TASK_STORE must be set (a redis:// URI every instance reaches, a file, or none) when "
+                "{p}RATELIMIT_STORAGE_URI is not plain Redis: tasks would stay on each instance",
+            ),
             (
                 self.open_access and not is_loopback(self.host) and not self.allow_open,
                 f"HOST={self.host}: no API key is configured and it is not a loopback address: set {{p}}API_KEYS, "

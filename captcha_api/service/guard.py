@@ -51,6 +51,13 @@ def _deadline(seconds: float):
     return gevent.Timeout(seconds, _BodyTimeout)
 
 
+class _Pool:
+    """A budget of request-body bytes held at once by one process."""
+
+    def __init__(self, limit: int):
+        self.limit, self.held = limit, 0
+
+
 class BodyGuard:
     """WSGI middleware: reads the request body with a deadline, a size limit and a per-process memory budget."""
 
@@ -65,27 +72,32 @@ class BodyGuard:
     ):
         self.app = app
         self.max_body_bytes = max_body_bytes
-        # Paths whose key is in the body (the compatible APIs): read without a key header, up to their own bound.
-        self.key_in_body, self.key_in_body_max = key_in_body
         self.timeout = timeout
-        self.max_buffered_bytes = max_buffered_bytes
         self.api_keys = tuple(api_keys)
-        self.buffered = 0  # bytes held right now by the bodies this process is reading or serving
+        self.pool = _Pool(max_buffered_bytes)  # the bodies of requests whose key is right (or of an open service)
+        # Paths whose key is in the body (the compatible APIs): their bodies are read before the key can be
+        # checked, whatever the method, each up to its own bound, and, without a right X-API-Key, from a quarter
+        # of the budget of their own, so that clients without a key can never take the budget of those with one.
+        self.key_in_body, self.key_in_body_max = key_in_body
+        self.keyless = _Pool(max_buffered_bytes // 4)
 
     def __call__(self, environ, start_response):
-        if environ.get("REQUEST_METHOD") not in BODY_METHODS:
+        path = environ.get("PATH_INFO")
+        key_in_body = path in self.key_in_body
+        if environ.get("REQUEST_METHOD") not in BODY_METHODS and not key_in_body:
             return self.app(environ, start_response)
-        limit = self.max_body_bytes
-        if environ.get("PATH_INFO") in self.key_in_body:
-            # The key is in the body: read it (a captcha's worth at most) so the key can be checked.
+        limit, pool = self.max_body_bytes, self.pool
+        keyed = not self.api_keys or key_is_valid(environ.get("HTTP_X_API_KEY", ""), self.api_keys)
+        if key_in_body:
             limit = self.key_in_body_max
-        elif self.api_keys and not key_is_valid(environ.get("HTTP_X_API_KEY", ""), self.api_keys):
+            pool = self.pool if keyed else self.keyless
+        elif not keyed:
             # Without a right key the request is refused (401, or 429 once locked out) before its body matters:
             # nothing of it is read or held, so keyless clients cannot fill the budget of those with keys.
             return self.app(environ, start_response)
         held, whole = [0], False
         try:
-            body = self._read(environ, held, limit)
+            body = self._read(environ, held, limit, pool)
             whole = True
         except CaptchaError as refused:
             # Without its traceback: its frames hold the chunks read so far, which must go with this request.
@@ -97,7 +109,7 @@ class BodyGuard:
         finally:
             if not whole:
                 # What a refused, broken or interrupted body had taken goes back at once, however the read ended.
-                self.buffered -= held[0]
+                pool.held -= held[0]
                 held[0] = 0
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
@@ -107,9 +119,9 @@ class BodyGuard:
         try:
             return self.app(environ, start_response)
         finally:
-            self.buffered -= held[0]
+            pool.held -= held[0]
 
-    def _read(self, environ, held: list[int], limit: int) -> bytes:
+    def _read(self, environ, held: list[int], limit: int, pool: _Pool) -> bytes:
         declared = environ.get("CONTENT_LENGTH") or ""
         terminated = bool(environ.get("wsgi.input_terminated"))
         if declared:
@@ -137,13 +149,13 @@ class BodyGuard:
                     received += len(chunk)
                     if received > limit:
                         raise self._too_large(limit)
-                    if self.buffered + len(chunk) > self.max_buffered_bytes:
+                    if pool.held + len(chunk) > pool.limit:
                         raise ServerBusy(
                             "this worker is reading as many request bodies as its memory allows "
                             "(CAPTCHA_MAX_BUFFERED_BYTES); retry in a moment",
                             {"Retry-After": "1"},
                         )
-                    self.buffered += len(chunk)
+                    pool.held += len(chunk)
                     held[0] += len(chunk)
                     parts.append(chunk)
         except _BodyTimeout:

@@ -8,27 +8,17 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask
+from flask import Flask, request
+from werkzeug.exceptions import MethodNotAllowed
 
-from . import params, taskapi, twocaptcha
+from . import errors, params, responses, taskapi, twocaptcha
 from .store import open_store
 
 log = logging.getLogger(__name__)
 
 # The paths whose API key travels in the parameters, not in X-API-Key: guard.py reads their bodies before the key is
-# checked (the key is in there), within a bound of their own. tests/test_compat.py checks it against the routes.
-PATHS = frozenset(
-    {
-        "/in.php",
-        "/res.php",
-        "/createTask",
-        "/getTaskResult",
-        "/getBalance",
-        "/reportIncorrectImageCaptcha",
-        "/reportIncorrect",
-        "/reportCorrect",
-    }
-)
+# checked (the key is in there), within bounds of their own. tests/test_compat.py checks them against the routes.
+PATHS = twocaptcha.PATHS | taskapi.PATHS
 
 
 def init_app(app: Flask) -> None:
@@ -47,3 +37,19 @@ def init_app(app: Flask) -> None:
     )
     app.register_blueprint(twocaptcha.bp)
     app.register_blueprint(taskapi.bp)
+    app.before_request(_other_methods)
+
+
+def _other_methods():
+    """A method these paths do not serve is answered in their protocol's format, not the native 405: their clients
+    read only that. HEAD too, which Flask would otherwise serve as a GET, creating a task or recording a report
+    whose answer nobody reads."""
+    if request.path not in PATHS:
+        return None
+    if request.method != "HEAD" and not isinstance(request.routing_exception, MethodNotAllowed):
+        return None
+    allowed = "GET or POST" if request.path in twocaptcha.PATHS else "POST"
+    error = errors.NO_SUCH_METHOD(f"{request.method} is not served at {request.path}: use {allowed}")
+    if request.path in twocaptcha.PATHS:
+        return responses.note_error(error, twocaptcha.error_answer(error))
+    return taskapi.error_answer(error)

@@ -31,6 +31,7 @@ CAPMONSTER_MODULES = frozenset(
     "yandexwave universal".split()
 )
 MAX_NAME_CHARS = 200
+MAX_IDS = 100  # task ids one res.php?action=get&ids=... may ask for
 
 
 def _flag(value: Any) -> Any:
@@ -43,7 +44,14 @@ def _number(value: Any) -> Any:
     return 0 if value in ("", None) else value
 
 
+def _digits(value: Any) -> Any:
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 Flag = Annotated[bool, BeforeValidator(_flag)]
+# Parameters read for nothing (hints for human solvers, the clients' own ids): any value, never refused.
+Ignored = Annotated[Any, WithJsonSchema({"type": "string"})]
+TaskIdText = Annotated[str, BeforeValidator(_digits), Field(max_length=40)]
 Number = Annotated[int, BeforeValidator(_number)]
 Name = Annotated[str, Field(max_length=MAX_NAME_CHARS)]
 
@@ -69,10 +77,10 @@ class InParams(_Lenient):
     calc: Flag = Field(False, description="1: the image is a sum to work out; answered by its value.")
     regsense: Flag = Field(False, description="1: case-sensitive. Accepted: the model reads as it was trained.")
     phrase: Flag = Field(False, description="1: several words. Accepted: the model reads as it was trained.")
-    lang: Name | None = Field(None, description="The language, for human solvers. Accepted and ignored.")
-    textinstructions: Name | None = Field(None, description="Instructions for human solvers. Accepted and ignored.")
-    header_acao: Flag = Field(False, description="Accepted; CORS follows CAPTCHA_CORS_ORIGINS.")
-    soft_id: Name | None = Field(None, description="A client's software id. Accepted and ignored.")
+    lang: Ignored = Field(None, description="The language, for human solvers. Accepted and ignored.")
+    textinstructions: Ignored = Field(None, description="Instructions for human solvers. Accepted and ignored.")
+    header_acao: Ignored = Field(None, description="Accepted; CORS follows CAPTCHA_CORS_ORIGINS.")
+    soft_id: Ignored = Field(None, description="A client's software id. Accepted and ignored.")
 
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"key": "KEY", "method": "base64", "body": IMAGE_EXAMPLE}]}
@@ -92,10 +100,12 @@ class ResParams(_Lenient):
 
     key: Name | None = Field(None, description="The API key that created the task.")
     action: Name = Field("", description="get, get2, getbalance, reportbad or reportgood.")
-    id: Name | None = Field(None, description="The task id in.php answered (action=get, get2, reportbad, reportgood).")
-    ids: Name | None = Field(None, description="action=get: several task ids, comma-separated (answers '|'-joined).")
+    id: TaskIdText | None = Field(None, description="The task id in.php answered (get, get2, reportbad, reportgood).")
+    ids: Annotated[str, Field(max_length=MAX_IDS * 21)] | None = Field(
+        None, description=f"action=get: up to {MAX_IDS} task ids, comma-separated (answers '|'-joined)."
+    )
     json_: Flag = Field(False, alias="json", description="1: answer in JSON ({status, request}); else in text.")
-    header_acao: Flag = Field(False, description="Accepted; CORS follows CAPTCHA_CORS_ORIGINS.")
+    header_acao: Ignored = Field(None, description="Accepted; CORS follows CAPTCHA_CORS_ORIGINS.")
 
 
 # ------------------------------------------------------------------------------------------------ the task API
@@ -124,7 +134,7 @@ class ImageToTextTask(_Lenient):
         alias="CapMonsterModule",
         description="A served model's name (GET /info); CapMonster's own module names read with the default model.",
     )
-    comment: Name | None = Field(None, description="Instructions for human solvers. Accepted and ignored.")
+    comment: Ignored = Field(None, description="Instructions for human solvers. Accepted and ignored.")
 
 
 class CreateTask(_Lenient):

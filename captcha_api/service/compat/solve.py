@@ -16,22 +16,24 @@ The solving services' options map onto the native reader as follows (docs/compat
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import time
 from dataclasses import dataclass
 
 from flask import current_app, request
+from limits import parse_many
 
 from ...core.decoding import Constraints
 from ...core.errors import CaptchaError
-from ..observability import context
+from ..extensions import IMAGES_SCOPE, limiter, rate_limit_key
 from . import errors as e
-from .store import StoreError, StoreFull, Task, TaskStore
+from .store import ID_HIGH, ID_LOW, StoreError, StoreFull, Task, TaskStore
 
 MODEL_SEPARATOR = "__"  # CapMonster's "<key>__<model>" key form
-SIGNS = "+-*x×"
-EXPRESSION = re.compile(r"^(\d{1,9})([+\-*x×])(\d{1,9})=?$")
+SIGNS = "+-*x×/:÷"
+EXPRESSION = re.compile(r"^(\d{1,9})([+\-*x×/:÷])(\d{1,9})=?$")
 NUMERIC_CHOICES = range(5)
 
 
@@ -73,14 +75,21 @@ def _store() -> TaskStore:
     return store
 
 
-def _charset(numeric: int, alphabet: str, name: str) -> str | None:
-    if numeric not in (1, 2):
-        return None
-    chars = "".join(c for c in alphabet if c.isdigit() == (numeric == 1))
-    if not chars:
-        kind = "digits" if numeric == 1 else "letters"
-        raise e.BAD_PARAMETERS(f"numeric={numeric} asks for {kind} only; the model {name!r} reads none")
-    return chars
+def _charsets(numeric: int, alphabet: str, name: str) -> list[str | None]:
+    """The charsets a reading is tried under: numeric 1 digits, 2 letters, 3 each of them the model has."""
+    digits = "".join(c for c in alphabet if c.isdigit())
+    letters = "".join(c for c in alphabet if c.isalpha())
+    if numeric == 1 and not digits:
+        raise e.BAD_PARAMETERS(f"numeric=1 asks for digits only; the model {name!r} reads none")
+    if numeric == 2 and not letters:
+        raise e.BAD_PARAMETERS(f"numeric=2 asks for letters only; the model {name!r} reads none")
+    if numeric == 1:
+        return [digits]
+    if numeric == 2:
+        return [letters]
+    if numeric == 3:
+        return [chars for chars in (digits, letters) if chars] or [None]
+    return [None]
 
 
 def _lengths(order: Order, meta) -> tuple[int | None, int | None]:
@@ -105,6 +114,8 @@ def _calculated(text: str) -> str | None:
     if match is None:
         return None
     left, sign, right = int(match.group(1)), match.group(2), int(match.group(3))
+    if sign in "/:÷":
+        return str(left // right) if right and left % right == 0 else None
     return str(left + right if sign == "+" else left - right if sign == "-" else left * right)
 
 
@@ -119,13 +130,14 @@ def read(order: Order, name: str, recognizer):
     if order.threshold is not None and not 0 <= order.threshold <= 1:
         raise e.BAD_PARAMETERS("the recognizing threshold is 0 to 100")
     low, high = _lengths(order, meta)
-    charsets = [_charset(n, meta.alphabet, name) for n in ((1, 2) if order.numeric == 3 else (order.numeric,))]
     readings = []
-    for charset in charsets:
+    for charset in _charsets(order.numeric, meta.alphabet, name):
         constraints = Constraints(charset, low, high) if charset or low is not None else None
         readings.append(recognizer.read(order.image, constraints))
     reading = max(readings, key=lambda r: r.confidence)
     text, confidence = reading.text, float(reading.confidence)
+    if not text:
+        return e.CAPTCHA_UNSOLVABLE("nothing was read in the image")
     threshold = meta.min_confidence if order.threshold is None else order.threshold
     if confidence < threshold:
         return e.CAPTCHA_UNSOLVABLE(f"the reading's confidence {confidence:.2f} is below the threshold {threshold:g}")
@@ -147,20 +159,18 @@ def create(order: Order, key: str) -> Task:
         raise e.BAD_PARAMETERS(f"no model {order.model!r} is served; GET /info lists them")
     name = order.model or models.default_name
     recognizer = models.get(name)
+    store = _store()
+    with _store_errors():
+        store.check_room(owner(key))  # before the image costs anything
     started = time.time()
     try:
         outcome = read(order, name, recognizer)
     except CaptchaError as error:
         raise e.from_native(error.code, error.message) from None
-    record = context.current()
-    feedback = current_app.extensions.get("feedback")
-    if feedback is not None and not isinstance(outcome, e.CompatError):
-        feedback.remember(key, record.request_id, 0, name, recognizer.version, outcome[0], order.image)
     fields = {
         "owner": owner(key),
         "model": name,
         "version": recognizer.version,
-        "request_id": record.request_id,
         "created": started,
         "ended": time.time(),
         "client_ip": request.remote_addr or "",
@@ -169,8 +179,20 @@ def create(order: Order, key: str) -> Task:
         fields.update(status="failed", error=outcome.name, message=outcome.text)
     else:
         fields.update(status="ready", text=outcome[0], confidence=outcome[1])
+    with _store_errors():
+        # The feedback store's name for the image is the task's own (a client's X-Request-ID may repeat).
+        task = store.add(lambda task_id: Task(id=task_id, request_id=f"task-{task_id}", **fields))
+    feedback = current_app.extensions.get("feedback")
+    if feedback is not None and task.status == "ready":
+        feedback.remember(key, task.request_id, 0, name, recognizer.version, task.text, order.image)
+    return task
+
+
+@contextlib.contextmanager
+def _store_errors():
+    """The store's failures as the compatible APIs answer them: ERROR_NO_SLOT_AVAILABLE (logged when it broke)."""
     try:
-        return _store().add(lambda task_id: Task(id=task_id, **fields))
+        yield
     except StoreFull as error:
         raise e.NO_SLOT_AVAILABLE(str(error)) from None
     except StoreError as error:
@@ -178,16 +200,42 @@ def create(order: Order, key: str) -> Task:
         raise e.NO_SLOT_AVAILABLE("the task store is not answering; retry shortly") from None
 
 
+def task_number(value) -> int:
+    """A task id as a client sends it (a number, or its digits in a string) -> int; WRONG_ID_FORMAT otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise e.WRONG_ID_FORMAT("a task id is the number its creation answered")
+    text = str(value).strip()
+    if not text.isascii() or not text.isdigit() or len(text) > 20:
+        raise e.WRONG_ID_FORMAT(f"a task id is the number its creation answered, not {text[:40]!r}")
+    return int(text)
+
+
 def find(task_id: int, key: str) -> Task | None:
     """The live task of this id created with this key, else None."""
-    try:
+    if not ID_LOW <= task_id <= ID_HIGH:
+        return None  # no task has such an id
+    with _store_errors():
         task = _store().get(task_id)
-    except StoreError as error:
-        current_app.logger.error("%s", error)
-        raise e.NO_SLOT_AVAILABLE("the task store is not answering; retry shortly") from None
     if task is None or task.owner != owner(key):
         return None
     return task
+
+
+def charge_image() -> None:
+    """Count one image against CAPTCHA_RATE_LIMIT for this request's key, as the views under routes.images_limit
+    are counted; ERROR_TOO_MUCH_REQUESTS past it."""
+    settings = current_app.config["SETTINGS"]
+    if not settings.rate_limit:
+        return
+    try:
+        allowed = all(
+            limiter.limiter.hit(item, rate_limit_key(), IMAGES_SCOPE) for item in parse_many(settings.rate_limit)
+        )
+    except Exception:  # noqa: BLE001 - a storage that does not answer counts nothing, as Flask-Limiter does
+        current_app.logger.warning("rate limit storage unreachable: a report is not counted", exc_info=True)
+        return
+    if not allowed:
+        raise e.TOO_MUCH_REQUESTS(f"over CAPTCHA_RATE_LIMIT ({settings.rate_limit}): retry after a pause")
 
 
 def failure(task: Task) -> e.CompatError:
@@ -198,11 +246,8 @@ def failure(task: Task) -> e.CompatError:
 def report(task: Task, key: str, correct: bool) -> bool:
     """A client's word on a task's reading: False if the task was reported already. A wrong reading's image, while
     the feedback store still has it, is kept there for labelling (FOLDER/MODEL/unlabelled/)."""
-    try:
+    with _store_errors():
         first = _store().mark_reported(task.id, "good" if correct else "bad")
-    except StoreError as error:
-        current_app.logger.error("%s", error)
-        raise e.NO_SLOT_AVAILABLE("the task store is not answering; retry shortly") from None
     if not first:
         return False
     feedback = current_app.extensions.get("feedback")

@@ -8,6 +8,8 @@ is bounded by the rate at which tasks are created; SQLite also refuses a task pa
 The store holds results only (a reading is a few characters): the image was read when the task was created, and
 its bytes stay with the feedback store's recent readings, if anywhere.
 
+SQLite also keeps one key to a quarter of CAPTCHA_TASK_MAX, so one client cannot fill it for the others.
+
 A store that fails (Redis away, the SQLite file unwritable or broken) fails the compatible endpoints' requests with
 their "no slot" error; the native API never touches it. A SQLite file that is not a database (a stray file, a
 half-copied one) is moved aside and a new one made: tasks are minutes of state, never worth refusing to start for."""
@@ -15,6 +17,7 @@ half-copied one) is moved aside and a new one made: tasks are minutes of state, 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -90,45 +93,57 @@ class TaskStore:
         """Record a report ("bad" or "good") of a task: False if it was reported already."""
         raise NotImplementedError
 
+    def check_room(self, owner: str) -> None:
+        """Raise StoreFull when a task of `owner`'s would not be taken now (checked before its image is read)."""
+
 
 class SqliteStore(TaskStore):
     """Tasks in one SQLite file (WAL mode: readers never wait for a writer), shared by the workers of one machine.
-    Each process opens its own connection on first use (never one opened before gunicorn forked)."""
+
+    Each process keeps one connection (never one opened before gunicorn forked), used by one request at a time:
+    under gevent a greenlet never yields inside sqlite3's calls, and a lock keeps threads apart. Before each use
+    the file at the path is checked to be the one the connection has open: a file deleted or replaced (an operator
+    cleaning up, a broken one moved aside by another worker) is followed, so every worker keeps using the same one.
+    A database at the path that is not exactly this store's (other tables' columns, triggers, views) is moved
+    aside, as a file that is no database is: tasks are minutes of state."""
 
     SCHEMA = (
-        "CREATE TABLE IF NOT EXISTS tasks (id INTEGER PRIMARY KEY, expires REAL NOT NULL, body TEXT NOT NULL, "
-        "reported TEXT NOT NULL DEFAULT '')",
+        "CREATE TABLE IF NOT EXISTS tasks (id INTEGER PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL, "
+        "body TEXT NOT NULL, reported TEXT NOT NULL DEFAULT '')",
         "CREATE INDEX IF NOT EXISTS tasks_expires ON tasks (expires)",
+        "CREATE INDEX IF NOT EXISTS tasks_owner ON tasks (owner, expires)",
     )
-
-    COLUMNS = ["id", "expires", "body", "reported"]
+    ID_ATTEMPTS = 5  # random ids tried before giving up (a collision is a one in 2**52 event)
 
     def __init__(self, path: Path, ttl: float, max_tasks: int):
         self.path, self.ttl, self.max_tasks = Path(path), ttl, max_tasks
+        self.max_per_owner = max(1, max_tasks // 4)  # one key may hold a quarter of the store at most
         self.description = f"SQLite {self.path}"
-        # One connection a process, used by one request at a time: under gevent a greenlet never yields inside
-        # sqlite3's calls, and the lock keeps threads (the development server's) apart.
         self._lock = threading.Lock()
-        self._connection_of: tuple[int, sqlite3.Connection] | None = None
+        self._open_as: tuple[int, tuple[int, int], sqlite3.Connection] | None = None  # pid, (device, inode), it
 
     def _connection(self) -> sqlite3.Connection:
-        if self._connection_of is not None and self._connection_of[0] == os.getpid():
-            return self._connection_of[1]
+        if self._open_as is not None:
+            pid, identity, connection = self._open_as
+            if pid == os.getpid() and identity == _identity(self.path):
+                return connection
+            if pid == os.getpid():
+                connection.close()
+            self._open_as = None
         try:
             connection = self._open()
         except sqlite3.DatabaseError as error:
             if isinstance(error, sqlite3.OperationalError):
                 raise  # locked, unwritable folder, disk full: nothing a new file would mend
-            aside = self.path.with_name(f"{self.path.name}.broken-{int(time.time())}-{os.getpid()}")
+            aside = f"{self.path.name}.broken-{int(time.time())}-{os.getpid()}"
             log.error("the task store %s is not a usable database (%s): moved to %s", self.path, error, aside)
-            try:
-                os.replace(self.path, aside)
-            except FileNotFoundError:
-                pass  # another worker moved it first
-            for suffix in ("-wal", "-shm"):
-                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+            for suffix in ("", "-wal", "-shm"):
+                try:
+                    os.replace(f"{self.path}{suffix}", self.path.with_name(aside + suffix))
+                except FileNotFoundError:
+                    pass  # another worker moved it first, or there was none
             connection = self._open()
-        self._connection_of = (os.getpid(), connection)
+        self._open_as = (os.getpid(), _identity(self.path), connection)
         return connection
 
     def _open(self) -> sqlite3.Connection:
@@ -139,12 +154,18 @@ class SqliteStore(TaskStore):
         try:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")  # a task lost to a power cut is acceptable
-            table, index = self.SCHEMA
-            connection.execute(table)
-            columns = [row[1] for row in connection.execute("PRAGMA table_info(tasks)")]
-            if columns != self.COLUMNS:  # a database of something else at this path
-                raise sqlite3.DatabaseError(f"its table 'tasks' has the columns {columns}, not {self.COLUMNS}")
-            connection.execute(index)
+            connection.execute("BEGIN IMMEDIATE")  # one worker at a time makes the schema of a new file
+            try:
+                found = sorted(connection.execute("SELECT type, name, sql FROM sqlite_master").fetchall())
+                if not found:
+                    for statement in self.SCHEMA:
+                        connection.execute(statement)
+                elif found != _expected_schema():
+                    raise sqlite3.DatabaseError("it holds another database (its tables, indexes or triggers differ)")
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
         except BaseException:
             connection.close()
             raise
@@ -156,8 +177,19 @@ class SqliteStore(TaskStore):
                 return action(self._connection())
         except sqlite3.Error as error:
             raise StoreError(f"the task store ({self.description}) failed: {error}") from None
-        except OSError as error:
-            raise StoreError(f"the task store ({self.description}) failed: {error.strerror or error}") from None
+        except (OSError, OverflowError) as error:
+            raise StoreError(f"the task store ({self.description}) failed: {error}") from None
+
+    def _check_room(self, db: sqlite3.Connection, owner: str, now: float) -> None:
+        (mine,) = db.execute("SELECT count(*) FROM tasks WHERE owner = ? AND expires >= ?", (owner, now)).fetchone()
+        if mine >= self.max_per_owner:
+            raise StoreFull(f"this key holds {mine} live tasks, a quarter of CAPTCHA_TASK_MAX; wait for them to expire")
+        (live,) = db.execute("SELECT count(*) FROM tasks WHERE expires >= ?", (now,)).fetchone()
+        if live >= self.max_tasks:
+            raise StoreFull(f"the task store holds {live} live tasks (CAPTCHA_TASK_MAX)")
+
+    def check_room(self, owner: str) -> None:
+        self._run(lambda db: self._check_room(db, owner, time.time()))
 
     def add(self, make) -> Task:
         def insert(db: sqlite3.Connection) -> Task:
@@ -165,17 +197,19 @@ class SqliteStore(TaskStore):
             db.execute("BEGIN IMMEDIATE")
             try:
                 db.execute("DELETE FROM tasks WHERE expires < ?", (now,))
-                (live,) = db.execute("SELECT count(*) FROM tasks").fetchone()
-                if live >= self.max_tasks:
-                    raise StoreFull(f"the task store holds {live} live tasks (CAPTCHA_TASK_MAX)")
-                while True:
+                for _attempt in range(self.ID_ATTEMPTS):
                     task = make(new_id())
-                    cursor = db.execute(
-                        "INSERT OR IGNORE INTO tasks (id, expires, body) VALUES (?, ?, ?)",
-                        (task.id, now + self.ttl, task.to_json()),
-                    )
-                    if cursor.rowcount == 1:
+                    self._check_room(db, task.owner, now)
+                    try:
+                        db.execute(
+                            "INSERT INTO tasks (id, owner, expires, body) VALUES (?, ?, ?, ?)",
+                            (task.id, task.owner, now + self.ttl, task.to_json()),
+                        )
                         break
+                    except sqlite3.IntegrityError:
+                        continue  # the id is taken: another
+                else:
+                    raise StoreError(f"no free task id after {self.ID_ATTEMPTS} attempts")
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -190,7 +224,7 @@ class SqliteStore(TaskStore):
                 "SELECT body FROM tasks WHERE id = ? AND expires >= ?", (task_id, time.time())
             ).fetchone()
         )
-        return Task.from_json(row[0]) if row else None
+        return _task(row[0]) if row else None
 
     def mark_reported(self, task_id: int, kind: str) -> bool:
         cursor = self._run(
@@ -200,6 +234,34 @@ class SqliteStore(TaskStore):
             )
         )
         return cursor.rowcount == 1
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+@functools.cache
+def _expected_schema() -> list[tuple]:
+    """What sqlite_master holds for this store's schema (SQLite keeps each statement's text its own way)."""
+    memory = sqlite3.connect(":memory:")
+    for statement in SqliteStore.SCHEMA:
+        memory.execute(statement)
+    found = sorted(memory.execute("SELECT type, name, sql FROM sqlite_master").fetchall())
+    memory.close()
+    return found
+
+
+def _task(body) -> Task | None:
+    """A stored task, or None for a row that is not one (logged: nothing a client did)."""
+    try:
+        return Task.from_json(body)
+    except (ValueError, TypeError) as error:
+        log.error("a task in the store is not readable: %s", error)
+        return None
 
 
 class RedisStore(TaskStore):
@@ -230,7 +292,7 @@ class RedisStore(TaskStore):
 
     def get(self, task_id: int) -> Task | None:
         body = self._run(lambda db: db.get(REDIS_PREFIX + str(task_id)))
-        return Task.from_json(body) if body else None
+        return _task(body) if body else None
 
     def mark_reported(self, task_id: int, kind: str) -> bool:
         key = REDIS_PREFIX + str(task_id)

@@ -18,6 +18,16 @@ from . import responses as r
 from . import solve
 
 bp = Blueprint("taskapi", __name__)
+PATHS = frozenset(
+    {
+        "/createTask",
+        "/getTaskResult",
+        "/getBalance",
+        "/reportIncorrectImageCaptcha",
+        "/reportIncorrect",
+        "/reportCorrect",
+    }
+)
 IMAGE_TASK = "imagetotexttask"
 TAG = "compat: task API (anti-captcha, CapMonster Cloud, 2captcha v2)"  # the endpoints' group in /docs
 
@@ -26,18 +36,9 @@ def _ok(**fields):
     return jsonify({"errorId": 0, **fields})
 
 
-def _task_id(value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise e.NO_SUCH_CAPCHA_ID("taskId is the number /createTask answered")
-    text = str(value).strip()
-    if not text.isascii() or not text.isdigit() or len(text) > 20:
-        raise e.NO_SUCH_CAPCHA_ID(f"taskId is the number /createTask answered, not {text[:40]!r}")
-    return int(text)
-
-
 def _task(body: dict, key: str):
     ref = p.parse(p.TaskRef, body)
-    task = solve.find(_task_id(ref.taskid), key)
+    task = solve.find(solve.task_number(ref.taskid), key)
     if task is None:
         raise e.NO_SUCH_CAPCHA_ID(f"no task {ref.taskid} of this API key (unknown, or kept no more)")
     return task
@@ -123,6 +124,7 @@ def get_balance():
 def _report(correct: bool):
     body = p.task_body()
     key, _model = p.credentials(body)
+    solve.charge_image()  # a report costs an image of the allowance, as POST /report does
     task = _task(body, key)
     if not solve.report(task, key, correct):
         raise e.DUPLICATE_REPORT(f"task {task.id} was reported already")
@@ -162,8 +164,12 @@ def report_correct():
 def any_error(error: Exception):
     """Every failure of these endpoints, the service's own (a wrong key, a rate limit, a body too large) too."""
     compat, headers = r.translate(error)
-    compat = e.for_task_api(compat)
-    response = jsonify(r.task_error(compat))
+    return error_answer(compat, headers)
+
+
+def error_answer(error: e.CompatError, headers=None):
+    error = e.for_task_api(error)
+    response = jsonify(r.task_error(error))
     if headers:
         response.headers.update(headers)
-    return r.note_error(compat, response)
+    return r.note_error(error, response)

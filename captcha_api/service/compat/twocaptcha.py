@@ -17,10 +17,10 @@ from . import responses as r
 from . import solve
 
 bp = Blueprint("twocaptcha", __name__)
+PATHS = frozenset({"/in.php", "/res.php"})
 NOT_READY = "CAPCHA_NOT_READY"
 REPORTED = "OK_REPORT_RECORDED"
 TAG = "compat: 2captcha classic API"  # the endpoints' group in /docs
-MAX_IDS = 100  # task ids one action=get may ask for
 
 
 def _wants_json() -> bool:
@@ -45,13 +45,6 @@ def error_answer(error: e.CompatError, headers=None):
     if headers:
         response.headers.update(headers)
     return response
-
-
-def _task_id(value) -> int:
-    text = str(value if value is not None else "").strip()
-    if not text.isascii() or not text.isdigit() or len(text) > 20:
-        raise e.WRONG_ID_FORMAT(f"a task id is a number, not {text[:40]!r}")
-    return int(text)
 
 
 @bp.route("/in.php", methods=["GET", "POST"])
@@ -94,7 +87,7 @@ def submit():
 
 
 def _result(task_id_value, key: str) -> tuple[int, str]:
-    task = solve.find(_task_id(task_id_value), key)
+    task = solve.find(solve.task_number(task_id_value), key)
     if task is None:
         raise e.WRONG_CAPTCHA_ID(f"no task {task_id_value} of this API key (unknown, or kept no more)")
     if task.status != "ready":
@@ -126,25 +119,28 @@ def result():
     if action == "getbalance":
         return answer(1, r.balance(key))
     if action in ("reportbad", "reportgood"):
-        task = solve.find(_task_id(given.id), key)
+        solve.charge_image()  # a report costs an image of the allowance, as POST /report does
+        task = solve.find(solve.task_number(given.id), key)
         if task is None:
             raise e.WRONG_CAPTCHA_ID(f"no task {given.id} of this API key (unknown, or kept no more)")
         if not solve.report(task, key, correct=action == "reportgood"):
             raise e.DUPLICATE_REPORT(f"task {task.id} was reported already")
         return answer(1, REPORTED)
     if action == "get" and given.ids:
-        ids = [part for part in given.ids.split(",") if part.strip()][:MAX_IDS]
+        ids = [part for part in given.ids.split(",") if part.strip()][: p.MAX_IDS]
         texts = []
         for value in ids:
             try:
                 texts.append(_result(value, key)[1])
             except e.CompatError as error:
+                if error.name == e.NO_SLOT_AVAILABLE.name:
+                    raise  # the store is down: every other id would wait for it too
                 texts.append(error.name)
         return answer(1, "|".join(texts))
     if action in ("get", "get2"):
         _id, text = _result(given.id, key)
         if action == "get2":
-            return answer(1, f"{text}|0", price="0") if _wants_json() else answer(1, f"OK|{text}|0")
+            return answer(1, text, price="0") if _wants_json() else answer(1, f"OK|{text}|0")
         return answer(1, text) if _wants_json() else answer(1, f"OK|{text}")
     if not action:
         raise e.NO_SUCH_METHOD("res.php needs an action: get, get2, getbalance, reportbad or reportgood")
