@@ -263,10 +263,13 @@ def create_and_poll(create_urls: list[str], poll_urls: list[str], images: list[b
         return list(pool.map(one, plan))
 
 
-def check_tasks(results: list[dict], expected: list[str]) -> None:
+def check_tasks(results: list[dict], expected: list[str], where: str) -> None:
     lost = [r for r in results if r["answer"].get("status") != "ready"]
+    wrong = [r for r in results if r not in lost and r["answer"]["solution"]["text"] != expected[r["index"]]]
+    crossed = sum(r["create"] != r["poll"] for r in results)
+    summary = {"where": where, "tasks": len(results), "ids": len({r["task"] for r in results}), "lost": len(lost)}
+    print(json.dumps({**summary, "wrong": len(wrong), "polled_elsewhere_than_created": crossed}))  # pytest -s
     assert not lost, lost[:5]
-    wrong = [r for r in results if r["answer"]["solution"]["text"] != expected[r["index"]]]
     assert not wrong, wrong[:5]
     assert len({r["task"] for r in results}) == TASKS
 
@@ -290,7 +293,7 @@ def test_200_tasks_across_two_workers_on_sqlite(stack, two_hundred):
     ]
     expected = [reading["prediction"] for reading in readings]
     results = create_and_poll([url], [url], two_hundred, seed=1)
-    check_tasks(results, expected)
+    check_tasks(results, expected, "one instance, two workers, SQLite")
     log = stack["instance"].log()
     assert len(pids(log, "/createTask")) == 2 and len(pids(log, "/getTaskResult")) == 2, "both workers served"
 
@@ -304,7 +307,7 @@ def test_200_tasks_across_two_instances_behind_nginx_sharing_redis(tools, tmp_pa
             for i in two_hundred
         ]
         results = create_and_poll(urls, urls, two_hundred, seed=2)
-        check_tasks(results, [reading["prediction"] for reading in readings])
+        check_tasks(results, [reading["prediction"] for reading in readings], "two instances behind nginx, Redis")
         crossed = [r for r in results if r["create"] != r["poll"] and fleet.url not in (r["create"], r["poll"])]
         assert len(crossed) > 20  # created on one instance, answered by the other
         for instance in fleet.instances:
@@ -354,7 +357,7 @@ def ours(line: str, stack) -> str:
 
 
 def test_the_readmes_one_line_changes_reach_the_service(stack):
-    lines = readme_lines("python")
+    lines = readme_lines("py")  # not "python": tests/test_python_client.py runs those as its client's examples
     assert sorted(next(c for c in BALANCE_CALLS if c in line) for line in lines) == sorted(BALANCE_CALLS)
     ca = str(stack["dir"] / "ca.pem")
     for line in lines:
