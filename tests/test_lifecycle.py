@@ -294,3 +294,39 @@ def test_the_loop_from_a_misread_back_to_a_better_model(tmp_path):
     assert all(text == reading for text, reading, _ in now.values()), now
     shutil.rmtree(reloaded.extensions["feedback"].recent, ignore_errors=True)
     print(f"\nthe loop: {len(misread)} of 400 misread and reported, fine-tuned in {minutes:.1f} min, now read right")
+
+
+@pytest.mark.parametrize("breakage", ["corrupt", "deleted"])
+def test_a_reload_onto_a_broken_default_model_keeps_the_running_workers_serving(tmp_path, breakage):
+    """A default model broken by hand (a half-copied file, or gone) and a reload: the reload is refused, the same
+    workers keep answering; once the files are mended, the next reload goes through."""
+    served = tmp_path / "served"
+    served.mkdir()
+    shipped = ModelArtifact(DEFAULT_MODEL)
+    for path in (shipped.onnx, shipped.metadata_path):
+        shutil.copy(path, served / path.name)
+    image = SAMPLE.read_bytes()
+    with GunicornProcess({**OPEN, "CAPTCHA_MODEL": str(served / "fssp")}, tmp_path / "gunicorn.log") as server:
+        wait_for_workers(server.log, 2)
+        workers = sorted(server.worker_pids())
+        if breakage == "corrupt":
+            (served / "fssp.onnx").write_bytes(b"\x08\x07 half a file")
+        else:
+            (served / "fssp.onnx").unlink()
+        server.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 60
+        while "reload refused" not in server.log() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "reload refused" in server.log(), server.log()[-3000:]
+        for _ in range(40):
+            status, body, _version = predict(server.url, image)
+            assert status == 200 and body["prediction"] == "д25сг"
+        time.sleep(2)
+        assert sorted(server.worker_pids()) == workers and server.process.poll() is None
+        shutil.copy(shipped.onnx, served / "fssp.onnx")
+        server.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 60
+        while set(server.worker_pids()) & set(workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(server.worker_pids()) == 2 and not set(server.worker_pids()) & set(workers)
+        assert predict(server.url, image)[1]["prediction"] == "д25сг"
