@@ -4,6 +4,8 @@ VENV ?= .venv
 VPY := $(VENV)/bin/python
 CLIENTS_VENV ?= .venv-clients
 CLIENTS_VPY := $(CLIENTS_VENV)/bin/python
+KUBE_VENV ?= .venv-kube
+KUBE_VPY := $(KUBE_VENV)/bin/python
 # Debian packages: curl for the README examples; wrk for the benchmark; nginx and redis-server for the deployment test; Cyrillic typewriter and serif faces for the synthetic captcha generator; chromium for the browser end-to-end tests.
 APT_PACKAGES = python3-venv curl wrk nginx redis-server fonts-freefont-ttf fonts-liberation2 fonts-urw-base35 fonts-paratype fonts-cmu fonts-dejavu-core chromium
 
@@ -25,13 +27,19 @@ $(VPY):
 
 # The project itself (editable), with its training and test extras, and the Python client; the solving services'
 # official clients in an environment of their own (tests/compat/requirements.txt).
-install: install-system $(VPY) $(CLIENTS_VPY)
+install: install-system $(VPY) $(CLIENTS_VPY) $(KUBE_VPY)
 	$(VPY) -m pip install -e '.[train,dev]' -e ./clients/python
 	$(CLIENTS_VPY) -m pip install -r tests/compat/requirements.txt
+	$(KUBE_VPY) -m pip install -r deploy/kubernetes/requirements-check.txt
 	npm ci --prefix clients/node
 
 $(CLIENTS_VPY): $(VPY)
 	$(PYTHON) -m venv $(CLIENTS_VENV)
+
+# kubectl (to render deploy/kubernetes) and checkov (its security check), for tests/test_kubernetes.py, in an
+# environment of their own: checkov's dependencies would downgrade the project's (packaging).
+$(KUBE_VPY): $(VPY)
+	$(PYTHON) -m venv $(KUBE_VENV)
 
 # The project (editable: the checkout is what runs) with its serving dependencies (requirements.txt).
 install-serve: $(VPY)
