@@ -55,15 +55,6 @@ def owner(key: str) -> str:
     return hashlib.sha256(("task-owner\0" + key).encode("utf-8", "replace")).hexdigest()[:32]
 
 
-def split_key(given: str, valid) -> tuple[str, str | None]:
-    """A key as sent -> (the API key, the model it names): "<key>__<model>" names a model, unless the whole string
-    is a valid key itself."""
-    if valid(given) or MODEL_SEPARATOR not in given:
-        return given, None
-    key, _, model = given.rpartition(MODEL_SEPARATOR)
-    return key, model or None
-
-
 def _models():
     return current_app.extensions["models"]
 
