@@ -400,6 +400,16 @@ def test_the_docs_name_every_resource_and_figure(rendered):
 POD_SHELL = """
 set -eu
 mount --make-rprivate /
+# The interpreter where the pod's user reaches it, as the image has it in /usr/local: on a machine that keeps it in
+# a folder of root's alone (pyenv in /root), that folder is replaced, in this namespace only, by a readable one
+# holding just the interpreter's prefix.
+if [ -n "$SEALED" ]; then
+    mkdir -p "$PREFIX_KEPT"
+    mount --bind "$SEALED/$PREFIX_INSIDE" "$PREFIX_KEPT"
+    mount -t tmpfs -o size=1m,mode=755 tmpfs "$SEALED"
+    mkdir -p "$SEALED/$PREFIX_INSIDE"
+    mount --bind "$PREFIX_KEPT" "$SEALED/$PREFIX_INSIDE"
+fi
 # The root read-only, as readOnlyRootFilesystem makes it: every mount but the kernel's own.
 for target in $(awk '$2 !~ "^/(proc|sys|dev)(/|$)" {print $2}' /proc/self/mounts | sort -u); do
     mount -o remount,bind,ro "$target" 2>/dev/null || mount --bind -o ro "$target" "$target"
@@ -449,8 +459,13 @@ def pod(rendered, tmp_path):
         TMPDIR=str(stand_in / "tmp"),
     )
     security = spec["securityContext"]
+    prefix = Path(sys.base_prefix).resolve()
+    sealed = next((p for p in reversed(prefix.parents) if p != Path("/") and not p.stat().st_mode & 0o001), None)
     shell_env = {
         "PATH": os.environ["PATH"],
+        "SEALED": str(sealed or ""),
+        "PREFIX_INSIDE": str(prefix.relative_to(sealed)) if sealed else "",
+        "PREFIX_KEPT": str(stand_in / "interpreter"),
         "VOLUMES": "\n".join(f"{here} {size}" for _, here, size in targets),
         "POD_UID": str(security["runAsUser"]),
         "POD_GID": str(security["runAsGroup"]),
