@@ -2,7 +2,6 @@
 each worker (no preload): a worker that is recycled or killed comes back with its own copy."""
 
 import glob
-import json
 import os
 import resource
 import shutil
@@ -11,28 +10,19 @@ import subprocess
 import sys
 import tempfile
 
+from gunicorn.arbiter import Arbiter
 from gunicorn.glogging import Logger
 
-from captcha_api.service.config import PREFIX, ConfigError, Settings, is_loopback, load_settings
+from captcha_api.service.config import PREFIX, ConfigError, is_loopback, load_settings
 from captcha_api.service.observability.logs import make_formatter
 from captcha_api.service.worker import StalledClientFilter
 
-# Set in the master once it serves: this file is read again on each reload (kill -HUP), where failing must not stop it.
-SERVING = "CAPTCHA_MASTER_SERVING"
-# The settings the master last started or reloaded with, for a reload whose own cannot be loaded.
-LAST_GOOD = "CAPTCHA_MASTER_SETTINGS"
-
 # Validate CAPTCHA_* once in the master, so a bad setting stops start-up with its message: one line, no traceback.
+# (A reload reads this file again only once its new workers are known to start: _checked_reload below.)
 try:
     _settings = load_settings()
 except ConfigError as error:
-    if not os.environ.get(SERVING):
-        sys.exit(f"error: {error}")
-    # A reload: the running workers keep serving (on_reload starts no new ones); the last good settings stand in.
-    print(f"error: reload: {error}", file=sys.stderr, flush=True)
-    _settings = Settings.model_construct(**json.loads(os.environ[LAST_GOOD]))
-else:
-    os.environ[LAST_GOOD] = _settings.model_dump_json()
+    sys.exit(f"error: {error}")
 
 
 def _address(host: str, port: int) -> str:
@@ -95,9 +85,11 @@ _max_rss_kb = _settings.max_worker_rss_mb * 1024
 
 
 def post_fork(server, worker):
-    """Tell the app whether this worker is of the first generation (wsgi.py: a default model that cannot be served
-    stops the service at start-up, but never one that is already serving)."""
-    os.environ["CAPTCHA_FIRST_WORKERS"] = "1" if worker.age <= server.num_workers else "0"
+    """Tell the app whether this worker is of the first generation: one of those the master started with, before any
+    reload (wsgi.py: a default model that cannot be served stops the service at start-up, but never one that is
+    already serving; a worker added later by TTIN, recycled, or started by a reload is never of the first)."""
+    first = worker.age <= server.cfg.settings["workers"].get() and not getattr(server, "captcha_reloaded", False)
+    os.environ["CAPTCHA_FIRST_WORKERS"] = "1" if first else "0"
 
 
 def post_worker_init(worker):
@@ -137,38 +129,58 @@ def post_request(worker, req, environ, resp):
         worker.alive = False
 
 
-# Run in a process of its own by on_reload: the app as a new worker would build it (wsgi.py exits non-zero when it
-# cannot: a default model that does not load, a setting that does not hold).
+# Run in a process of its own before a reload: the app as a new worker would build it (wsgi.py exits non-zero when
+# it cannot: a default model that does not load, a setting that does not hold).
 RELOAD_CHECK = "import wsgi"
 
 
-def on_reload(server):
-    """A reload (kill -HUP) replaces every worker at once, and gunicorn stops the old ones as soon as the new ones are
-    spawned, whether or not those can serve: a broken default model copied in by hand and a reload took the service
-    down. So the new workers' start is tried first, in a process of its own; if it fails, this reload starts no
-    worker (gunicorn then stops none) and the running ones keep serving what they loaded."""
+def _new_workers_start() -> tuple[bool, str]:
+    """Whether a worker started now would serve, and what it said when it would not."""
     env = {**os.environ, "CAPTCHA_FIRST_WORKERS": "1"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # the check is no worker: its metric files would count as one
     try:
         check = subprocess.run(
-            [sys.executable, "-c", RELOAD_CHECK], env=env, capture_output=True, text=True, timeout=120, check=False
+            [sys.executable, "-c", RELOAD_CHECK],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=120,
+            check=False,
         )
-        failed, output = check.returncode != 0, check.stderr
     except subprocess.TimeoutExpired:
-        failed, output = True, "the check did not finish within 120 s"
-    if not failed:
+        return False, "the check did not finish within 120 s"
+    lines = [line for line in check.stdout.splitlines() if line.strip()]
+    critical = [line for line in lines if "CRITICAL" in line or line.startswith("error")]
+    return check.returncode == 0, (critical or lines or ["no message"])[0][-500:]
+
+
+def _checked_reload(arbiter):
+    """gunicorn's reload (kill -HUP) replaces every worker at once, and stops the old ones as soon as the new ones
+    are spawned, whether or not those can serve: a broken default model copied in by hand and a reload took the
+    service down. So the new workers' start is tried first, in a process of its own, before gunicorn reads this file
+    again or touches a worker; if it fails, the reload is refused and the running workers keep serving."""
+    ok, reason = _new_workers_start()
+    if not ok:
+        arbiter.log.error(
+            "reload refused: new workers could not start (%s); the running workers keep serving: fix it and reload",
+            reason,
+        )
         return
-    reason = next((line for line in reversed(output.splitlines()) if line.strip()), "no message")
-    server.log.error(
-        "reload refused: new workers could not start (%s); the running workers keep serving: fix it and reload again",
-        reason[-500:],
-    )
-    server.cfg.set("workers", 0)  # read by gunicorn's reload for the workers to spawn; the count to keep is unchanged
+    arbiter.captcha_reloaded = True  # post_fork: no worker started from now on is of the first generation
+    _gunicorn_reload(arbiter)
+
+
+# This file is read again on each reload: the reload is wrapped once, by its first reading.
+if not getattr(Arbiter.reload, "captcha_checked", False):
+    _gunicorn_reload = Arbiter.reload
+    _checked_reload.captcha_checked = True
+    Arbiter.reload = _checked_reload
 
 
 def when_ready(server):
     """Checks on the addresses gunicorn really listens on, however they were given (CAPTCHA_HOST, -b, --bind in
     GUNICORN_CMD_ARGS): without API keys the service may listen on loopback only, unless CAPTCHA_ALLOW_OPEN."""
-    os.environ[SERVING] = "1"
     public = [str(listener) for listener in server.LISTENERS if not _is_local(listener.sock)]
     if _settings.open_access and public and not _settings.allow_open:
         server.log.error(

@@ -647,3 +647,71 @@ def test_a_shared_limit_storage_the_store_cannot_share_must_name_one():
         load_settings({"CAPTCHA_RATELIMIT_STORAGE_URI": "redis+sentinel://h:26379/mymaster"})
     settings = load_settings({"CAPTCHA_RATELIMIT_STORAGE_URI": "redis://h:6379", "CAPTCHA_TASK_STORE": ""})
     assert settings.task_store_location == "redis://h:6379"
+
+
+# ------------------------------------------------------------------------- found by a second review
+
+
+def test_a_path_with_leading_slashes_is_guarded_as_the_route_it_reaches(make_app):
+    client = make_app().test_client()
+    big = b'{"key": "' + b"k" * 2_000_000 + b'"}'
+    for path in ("//res.php", "///in.php"):
+        answer = client.open(
+            "/res.php", method="POST", data=big, content_type="application/json", environ_overrides={"PATH_INFO": path}
+        )
+        assert answer.get_data(as_text=True) == "ERROR_TOO_BIG_CAPTCHA_FILESIZE", path
+
+
+def test_a_get_body_is_never_read_for_parameters(anonymous, png):
+    answer = anonymous.open(
+        "/in.php",
+        method="GET",
+        data=json.dumps({"key": KEY, "method": "base64", "body": b64(png)}),
+        content_type="application/json",
+    )
+    assert answer.get_data(as_text=True) == "ERROR_WRONG_USER_KEY"  # the key was in the body: not read
+
+
+def test_one_address_takes_a_quarter_of_the_keyless_budget_at_most():
+    from captcha_api.service.guard import _Pool
+
+    pool = _Pool(400, share=0.25)
+    assert pool.take("a", 100) and not pool.take("a", 1)
+    assert pool.take("b", 100) and pool.take("c", 100) and pool.take(None, 100) and not pool.take("d", 1)
+    pool.release("a", 100)
+    assert pool.take("d", 100) and pool.by_address == {"b": 100, "c": 100, "d": 100}
+    for address in ("b", "c", "d", None):
+        pool.release(address, 100)
+    assert pool.held == 0 and pool.by_address == {}
+
+
+def test_without_keys_a_store_share_is_per_address_not_per_made_up_key(make_app, png):
+    client = make_app(api_keys=[], task_max=8).test_client()
+    answers = [create(client, png, key=key) for key in "abcdefg"]
+    assert [a["errorId"] for a in answers[:2]] == [0, 0]
+    assert all(a["errorCode"] == "ERROR_NO_SLOT_AVAILABLE" for a in answers[2:]), answers
+
+
+def test_workers_opening_a_new_store_at_once_all_get_it(tmp_path):
+    import threading
+
+    from captcha_api.service.compat.store import SqliteStore, Task
+
+    for round_ in range(10):
+        path = tmp_path / f"tasks{round_}.sqlite3"
+        stores = [SqliteStore(path, ttl=60, max_tasks=100) for _ in range(4)]
+        start, failures = threading.Barrier(4), []
+
+        def add(store, start=start, failures=failures):
+            start.wait()
+            try:
+                store.add(lambda task_id: Task(id=task_id, owner="o", status="ready", text="x"), "h")
+            except Exception as error:  # noqa: BLE001 - what a worker would have answered with
+                failures.append(error)
+
+        threads = [threading.Thread(target=add, args=(store,)) for store in stores]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not failures, failures

@@ -52,10 +52,33 @@ def _deadline(seconds: float):
 
 
 class _Pool:
-    """A budget of request-body bytes held at once by one process."""
+    """A budget of request-body bytes held at once by one process; with `share`, no one client address may hold
+    more than that part of it."""
 
-    def __init__(self, limit: int):
+    def __init__(self, limit: int, share: float = 1.0):
         self.limit, self.held = limit, 0
+        self.per_address = int(limit * share)
+        self.by_address: dict[str, int] = {}
+
+    def take(self, address: str | None, size: int) -> bool:
+        if self.held + size > self.limit:
+            return False
+        if address is not None:
+            mine = self.by_address.get(address, 0)
+            if mine + size > self.per_address:
+                return False
+            self.by_address[address] = mine + size
+        self.held += size
+        return True
+
+    def release(self, address: str | None, size: int) -> None:
+        self.held -= size
+        if address is not None and size:
+            left = self.by_address.get(address, 0) - size
+            if left > 0:
+                self.by_address[address] = left
+            else:
+                self.by_address.pop(address, None)
 
 
 class BodyGuard:
@@ -77,27 +100,31 @@ class BodyGuard:
         self.pool = _Pool(max_buffered_bytes)  # the bodies of requests whose key is right (or of an open service)
         # Paths whose key is in the body (the compatible APIs): their bodies are read before the key can be
         # checked, whatever the method, each up to its own bound, and, without a right X-API-Key, from a quarter
-        # of the budget of their own, so that clients without a key can never take the budget of those with one.
+        # of the budget of their own, so that clients without a key can never take the budget of those with one;
+        # one client address takes a quarter of that at most (behind nginx, which sends only whole bodies, fast,
+        # the address is nginx's, and the bodies are held a moment each).
         self.key_in_body, self.key_in_body_max = key_in_body
-        self.keyless = _Pool(max_buffered_bytes // 4)
+        self.keyless = _Pool(max_buffered_bytes // 4, share=0.25)
 
     def __call__(self, environ, start_response):
-        path = environ.get("PATH_INFO")
+        # As routing sees it: werkzeug matches "//in.php" as "/in.php".
+        path = "/" + (environ.get("PATH_INFO") or "").lstrip("/")
         key_in_body = path in self.key_in_body
         if environ.get("REQUEST_METHOD") not in BODY_METHODS and not key_in_body:
             return self.app(environ, start_response)
-        limit, pool = self.max_body_bytes, self.pool
+        limit, pool, address = self.max_body_bytes, self.pool, None
         keyed = not self.api_keys or key_is_valid(environ.get("HTTP_X_API_KEY", ""), self.api_keys)
         if key_in_body:
             limit = self.key_in_body_max
-            pool = self.pool if keyed else self.keyless
+            if not keyed:
+                pool, address = self.keyless, environ.get("REMOTE_ADDR", "")
         elif not keyed:
             # Without a right key the request is refused (401, or 429 once locked out) before its body matters:
             # nothing of it is read or held, so keyless clients cannot fill the budget of those with keys.
             return self.app(environ, start_response)
         held, whole = [0], False
         try:
-            body = self._read(environ, held, limit, pool)
+            body = self._read(environ, held, limit, pool, address)
             whole = True
         except CaptchaError as refused:
             # Without its traceback: its frames hold the chunks read so far, which must go with this request.
@@ -109,7 +136,7 @@ class BodyGuard:
         finally:
             if not whole:
                 # What a refused, broken or interrupted body had taken goes back at once, however the read ended.
-                pool.held -= held[0]
+                pool.release(address, held[0])
                 held[0] = 0
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
@@ -119,9 +146,9 @@ class BodyGuard:
         try:
             return self.app(environ, start_response)
         finally:
-            pool.held -= held[0]
+            pool.release(address, held[0])
 
-    def _read(self, environ, held: list[int], limit: int, pool: _Pool) -> bytes:
+    def _read(self, environ, held: list[int], limit: int, pool: _Pool, address: str | None) -> bytes:
         declared = environ.get("CONTENT_LENGTH") or ""
         terminated = bool(environ.get("wsgi.input_terminated"))
         if declared:
@@ -149,13 +176,12 @@ class BodyGuard:
                     received += len(chunk)
                     if received > limit:
                         raise self._too_large(limit)
-                    if pool.held + len(chunk) > pool.limit:
+                    if not pool.take(address, len(chunk)):
                         raise ServerBusy(
                             "this worker is reading as many request bodies as its memory allows "
                             "(CAPTCHA_MAX_BUFFERED_BYTES); retry in a moment",
                             {"Retry-After": "1"},
                         )
-                    pool.held += len(chunk)
                     held[0] += len(chunk)
                     parts.append(chunk)
         except _BodyTimeout:

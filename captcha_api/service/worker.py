@@ -15,7 +15,7 @@ from gunicorn.http import wsgi
 from gunicorn.workers.base_async import AsyncWorker
 from gunicorn.workers.ggevent import GeventWorker
 
-from .config import load_settings
+from .config import ConfigError, Settings, load_settings
 
 
 class OneWriteResponse(wsgi.Response):
@@ -63,9 +63,14 @@ class CaptchaWorker(GeventWorker):
     def init_process(self):
         # gunicorn's request handling makes its responses through this module's Response.
         wsgi.Response = OneWriteResponse
-        settings = load_settings()
+        try:
+            body_timeout = load_settings().body_timeout
+        except ConfigError:
+            # Settings that no longer load (the default model removed under a running service): the app says so
+            # when it loads (wsgi.py), and whether the master stops; an error here would stop it in any case.
+            body_timeout = Settings.model_fields["body_timeout"].default
         # Longer than the keepalive wait, which has its own timer and ends an idle connection quietly.
-        self.socket_timeout = max(settings.body_timeout, settings.keepalive) + 1
+        self.socket_timeout = max(body_timeout, self.cfg.keepalive) + 1
         super().init_process()
 
     def handle(self, listener, client, addr):

@@ -176,7 +176,10 @@ def lowered(mapping) -> dict[str, Any]:
 
 
 def json_body() -> dict | None:
-    """The request's JSON object, whatever its Content-Type says (None when the body is not one)."""
+    """The request's JSON object, whatever its Content-Type says (None when the body is not one, or the request is
+    not a POST: a GET's body is never read for parameters)."""
+    if request.method != "POST":
+        return None
     data = request.get_data(cache=True)
     if not data.strip():
         return None
@@ -192,7 +195,9 @@ def merged() -> dict[str, Any]:
     first given of a name wins), by lower-case name."""
     if "compat_params" not in g:
         params = lowered(request.args.to_dict())
-        if request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        if request.method != "POST":
+            pass  # a GET's parameters are its query string's
+        elif request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
             for name, value in lowered(request.form.to_dict()).items():
                 params.setdefault(name, value)
         else:

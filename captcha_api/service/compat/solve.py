@@ -151,8 +151,11 @@ def create(order: Order, key: str) -> Task:
     name = order.model or models.default_name
     recognizer = models.get(name)
     store = _store()
+    # Whose share of the store the task takes: the client as the rate limit counts it (its key, or its address on
+    # a service without keys, where any string is a key).
+    holder = owner(rate_limit_key())
     with _store_errors():
-        store.check_room(owner(key))  # before the image costs anything
+        store.check_room(holder)  # before the image costs anything
     started = time.time()
     try:
         outcome = read(order, name, recognizer)
@@ -172,7 +175,7 @@ def create(order: Order, key: str) -> Task:
         fields.update(status="ready", text=outcome[0], confidence=outcome[1])
     with _store_errors():
         # The feedback store's name for the image is the task's own (a client's X-Request-ID may repeat).
-        task = store.add(lambda task_id: Task(id=task_id, request_id=f"task-{task_id}", **fields))
+        task = store.add(lambda task_id: Task(id=task_id, request_id=f"task-{task_id}", **fields), holder)
     feedback = current_app.extensions.get("feedback")
     if feedback is not None and task.status == "ready":
         feedback.remember(key, task.request_id, 0, name, recognizer.version, task.text, order.image)

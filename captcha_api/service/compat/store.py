@@ -82,8 +82,9 @@ class TaskStore:
 
     description = ""
 
-    def add(self, make) -> Task:
-        """Store the task `make(task_id)` builds, under an id of no other live task; returns it."""
+    def add(self, make, holder: str) -> Task:
+        """Store the task `make(task_id)` builds, under an id of no other live task, counted against `holder`'s
+        share (check_room); returns it."""
         raise NotImplementedError
 
     def get(self, task_id: int) -> Task | None:
@@ -93,8 +94,9 @@ class TaskStore:
         """Record a report ("bad" or "good") of a task: False if it was reported already."""
         raise NotImplementedError
 
-    def check_room(self, owner: str) -> None:
-        """Raise StoreFull when a task of `owner`'s would not be taken now (checked before its image is read)."""
+    def check_room(self, holder: str) -> None:
+        """Raise StoreFull when a task of `holder`'s (whose share of the store it counts against: the client, as the
+        rate limit counts it) would not be taken now; checked before its image is read."""
 
 
 class SqliteStore(TaskStore):
@@ -108,16 +110,16 @@ class SqliteStore(TaskStore):
     aside, as a file that is no database is: tasks are minutes of state."""
 
     SCHEMA = (
-        "CREATE TABLE IF NOT EXISTS tasks (id INTEGER PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL, "
+        "CREATE TABLE IF NOT EXISTS tasks (id INTEGER PRIMARY KEY, holder TEXT NOT NULL, expires REAL NOT NULL, "
         "body TEXT NOT NULL, reported TEXT NOT NULL DEFAULT '')",
         "CREATE INDEX IF NOT EXISTS tasks_expires ON tasks (expires)",
-        "CREATE INDEX IF NOT EXISTS tasks_owner ON tasks (owner, expires)",
+        "CREATE INDEX IF NOT EXISTS tasks_holder ON tasks (holder, expires)",
     )
     ID_ATTEMPTS = 5  # random ids tried before giving up (a collision is a one in 2**52 event)
 
     def __init__(self, path: Path, ttl: float, max_tasks: int):
         self.path, self.ttl, self.max_tasks = Path(path), ttl, max_tasks
-        self.max_per_owner = max(1, max_tasks // 4)  # one key may hold a quarter of the store at most
+        self.max_per_holder = max(1, max_tasks // 4)  # one client may hold a quarter of the store at most
         self.description = f"SQLite {self.path}"
         self._lock = threading.Lock()
         self._open_as: tuple[int, tuple[int, int], sqlite3.Connection] | None = None  # pid, (device, inode), it
@@ -131,7 +133,7 @@ class SqliteStore(TaskStore):
                 connection.close()
             self._open_as = None
         try:
-            connection = self._open()
+            connection = self._open_waiting()
         except sqlite3.DatabaseError as error:
             if isinstance(error, sqlite3.OperationalError):
                 raise  # locked, unwritable folder, disk full: nothing a new file would mend
@@ -142,9 +144,21 @@ class SqliteStore(TaskStore):
                     os.replace(f"{self.path}{suffix}", self.path.with_name(aside + suffix))
                 except FileNotFoundError:
                     pass  # another worker moved it first, or there was none
-            connection = self._open()
+            connection = self._open_waiting()
         self._open_as = (os.getpid(), _identity(self.path), connection)
         return connection
+
+    def _open_waiting(self) -> sqlite3.Connection:
+        """_open, waiting up to SQLITE_TIMEOUT while another worker holds the file (setting WAL mode on a new file
+        does not wait by itself: workers starting together were refused)."""
+        deadline = time.monotonic() + SQLITE_TIMEOUT
+        while True:
+            try:
+                return self._open()
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def _open(self) -> sqlite3.Connection:
         if self.path.is_symlink() or (self.path.exists() and not self.path.is_file()):
@@ -180,18 +194,18 @@ class SqliteStore(TaskStore):
         except (OSError, OverflowError) as error:
             raise StoreError(f"the task store ({self.description}) failed: {error}") from None
 
-    def _check_room(self, db: sqlite3.Connection, owner: str, now: float) -> None:
-        (mine,) = db.execute("SELECT count(*) FROM tasks WHERE owner = ? AND expires >= ?", (owner, now)).fetchone()
-        if mine >= self.max_per_owner:
+    def _check_room(self, db: sqlite3.Connection, holder: str, now: float) -> None:
+        (mine,) = db.execute("SELECT count(*) FROM tasks WHERE holder = ? AND expires >= ?", (holder, now)).fetchone()
+        if mine >= self.max_per_holder:
             raise StoreFull(f"this key holds {mine} live tasks, a quarter of CAPTCHA_TASK_MAX; wait for them to expire")
         (live,) = db.execute("SELECT count(*) FROM tasks WHERE expires >= ?", (now,)).fetchone()
         if live >= self.max_tasks:
             raise StoreFull(f"the task store holds {live} live tasks (CAPTCHA_TASK_MAX)")
 
-    def check_room(self, owner: str) -> None:
-        self._run(lambda db: self._check_room(db, owner, time.time()))
+    def check_room(self, holder: str) -> None:
+        self._run(lambda db: self._check_room(db, holder, time.time()))
 
-    def add(self, make) -> Task:
+    def add(self, make, holder: str) -> Task:
         def insert(db: sqlite3.Connection) -> Task:
             now = time.time()
             db.execute("BEGIN IMMEDIATE")
@@ -199,11 +213,11 @@ class SqliteStore(TaskStore):
                 db.execute("DELETE FROM tasks WHERE expires < ?", (now,))
                 for _attempt in range(self.ID_ATTEMPTS):
                     task = make(new_id())
-                    self._check_room(db, task.owner, now)
+                    self._check_room(db, holder, now)
                     try:
                         db.execute(
-                            "INSERT INTO tasks (id, owner, expires, body) VALUES (?, ?, ?, ?)",
-                            (task.id, task.owner, now + self.ttl, task.to_json()),
+                            "INSERT INTO tasks (id, holder, expires, body) VALUES (?, ?, ?, ?)",
+                            (task.id, holder, now + self.ttl, task.to_json()),
                         )
                         break
                     except sqlite3.IntegrityError:
@@ -281,7 +295,7 @@ class RedisStore(TaskStore):
         except self._errors as error:
             raise StoreError(f"the task store ({self.description}) failed: {error}") from None
 
-    def add(self, make) -> Task:
+    def add(self, make, holder: str) -> Task:
         def insert(db) -> Task:
             while True:
                 task = make(new_id())
