@@ -1,5 +1,5 @@
 """The command line: captcha-ocr (or python -m captcha_api)
-{generate,train,evaluate,export,pseudolabel,publish,predict,serve} ...; each command's --help gives its options. The
+{generate,train,evaluate,audit,export,pseudolabel,publish,predict,serve} ...; each command's --help gives its options. The
 benchmark and soak tools are scripts/bench.py and scripts/soak.py."""
 
 from __future__ import annotations
@@ -83,6 +83,12 @@ def _export(args) -> int:
 
     export_onnx(Path(args.model), Path(args.out) if args.out else None)
     return 0
+
+
+def _audit(args) -> int:
+    from .training.audit import main as audit_main
+
+    return audit_main(args)
 
 
 def _pseudolabel(args) -> int:
@@ -251,7 +257,28 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--holdout", action="store_true", help="only the real images the model held out from training")
     ev.add_argument("--batch-size", type=int, default=64, help="images per model call")
     ev.add_argument("--ddddocr", action="store_true", help="read the same images with ddddocr too, in the same run")
+    ev.add_argument("--errors-sheet", metavar="FILE.png", help="draw the misread images, label and reading, in a PNG")
     ev.set_defaults(func=_evaluate)
+
+    au = _command(
+        sub,
+        "audit",
+        "find label slips: the images whose confident reading disagrees with their label",
+        "Reads every labelled image with a model that did not train on them, lists the readings that disagree with "
+        "their labels (the most confident first: likelier a slip of the label than a misreading), and writes them "
+        "to OUT: audit.json, sheet.png (each image with its label and reading, to check by eye) and "
+        "labels.fixed.csv (every label, the confident disagreements replaced by the reading). DATA is never "
+        "rewritten.",
+    )
+    au.add_argument("--data", required=True, help="labelled folder (labels.csv, or images named by their text)")
+    au.add_argument("--model", required=True, help="a model that did not train on these images: " + MODEL_HELP)
+    au.add_argument("--runtime", default="onnx", choices=["keras", "onnx"], help="which of the model's files reads")
+    au.add_argument("--out", default="runs/audit", help="where the audit is written (default: runs/audit)")
+    au.add_argument(
+        "--min-confidence", type=float, default=0.9, help="least confidence of a reading proposed as the label"
+    )
+    au.add_argument("--top", type=int, default=40, help="disagreements listed and drawn on the sheet")
+    au.set_defaults(func=_audit)
 
     ex = _command(sub, "export", "write the ONNX artifact beside a Keras model")
     ex.add_argument("--model", default=str(ModelArtifact(DEFAULT_MODEL).keras), help="Keras model to convert")

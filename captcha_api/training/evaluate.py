@@ -16,6 +16,7 @@ from ..core.artifact import ModelArtifact
 from ..core.preprocess import preprocess_batch
 from ..core.runtime import Recognizer
 from .data import read_labels
+from .sheet import SheetRow, draw
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +193,11 @@ def main(args) -> int:
         print("ddddocr           not installed")
     for name, truth, guess, confidence in mistakes[:20]:
         print(f"  wrong: {name}  {truth} -> {guess}  ({confidence})")
+    if getattr(args, "errors_sheet", None):
+        paths, _ = labelled_paths([Path(d) for d in args.data], files)
+        by_name = {path.name: path for path in paths}
+        rows = [SheetRow(by_name[name], truth, guess, confidence) for name, truth, guess, confidence in mistakes]
+        print(f"errors sheet      {draw(rows, Path(args.errors_sheet), f'misread by {Path(args.model).name}')}")
     if args.record:
         record(args.model, args.record, figures, holdout=bool(getattr(args, "holdout", False)))
     if args.json:
