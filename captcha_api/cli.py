@@ -1,6 +1,6 @@
 """The command line: captcha-ocr (or python -m captcha_api)
-{generate,train,evaluate,audit,export,pseudolabel,publish,predict,serve} ...; each command's --help gives its options. The
-benchmark and soak tools are scripts/bench.py and scripts/soak.py."""
+{generate,train,evaluate,audit,export,pseudolabel,publish,predict,serve} ...; each command's --help gives its
+options. The benchmark and soak tools are scripts/bench.py and scripts/soak.py."""
 
 from __future__ import annotations
 
