@@ -132,6 +132,8 @@ def post_request(worker, req, environ, resp):
 # Run in a process of its own before a reload: the app as a new worker would build it (wsgi.py exits non-zero when
 # it cannot: a default model that does not load, a setting that does not hold).
 RELOAD_CHECK = "import wsgi"
+# The master waits for the check (it handles no other signal meanwhile): loading the models takes a few seconds.
+RELOAD_CHECK_SECONDS = 30
 
 
 def _new_workers_start() -> tuple[bool, str]:
@@ -144,13 +146,14 @@ def _new_workers_start() -> tuple[bool, str]:
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            text=True,
-            timeout=120,
+            timeout=RELOAD_CHECK_SECONDS,
             check=False,
         )
     except subprocess.TimeoutExpired:
-        return False, "the check did not finish within 120 s"
-    lines = [line for line in check.stdout.splitlines() if line.strip()]
+        return False, f"the check did not finish within {RELOAD_CHECK_SECONDS} s"
+    except Exception as error:  # noqa: BLE001 - no process (fork refused, ...): an error here would stop the master
+        return False, f"the check could not run: {error}"
+    lines = [line for line in check.stdout.decode("utf-8", "replace").splitlines() if line.strip()]
     critical = [line for line in lines if "CRITICAL" in line or line.startswith("error")]
     return check.returncode == 0, (critical or lines or ["no message"])[0][-500:]
 

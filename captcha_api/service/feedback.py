@@ -214,10 +214,11 @@ class Feedback:
             stored = folder / name
             if os.path.lexists(stored):
                 return {"stored": False, "model": reading["model"], "file": name}
-            if text is None and self._size(UNLABELLED) + -(-len(image) // 4096) * 4096 > self.max_bytes // 4:
+            total, unlabelled = self._sizes()
+            if text is None and unlabelled + -(-len(image) // 4096) * 4096 > self.max_bytes // 4:
                 # Reports without a text are a quarter of the folder at most: they never crowd out labelled ones.
                 raise FeedbackFull("the unlabelled reports hold a quarter of CAPTCHA_FEEDBACK_MAX_MB already")
-            if self._size() + -(-len(image) // 4096) * 4096 + 4096 > self.max_bytes:
+            if total + -(-len(image) // 4096) * 4096 + 4096 > self.max_bytes:
                 raise FeedbackFull(
                     f"the feedback folder holds {self.max_bytes // 2**20} MB already (CAPTCHA_FEEDBACK_MAX_MB): "
                     "train on it and move it away"
@@ -236,18 +237,19 @@ class Feedback:
         log.info("report stored: %s reads %r, not %r (model %s)", name, text, reading["reading"], reading["model"])
         return {"stored": True, "model": reading["model"], "file": name}
 
-    def _size(self, only: str | None = None) -> int:
-        """What the stored reports take, in blocks (`only`: in the models' folders of that name)."""
-        total = 0
+    def _sizes(self) -> tuple[int, int]:
+        """What the stored reports take, in blocks: all of them, and those without a text (UNLABELLED folders)."""
+        total = unlabelled = 0
         for root, _dirs, files in os.walk(self.folder):
-            if only is not None and Path(root).name != only:
-                continue
+            here = 0
             for name in files:
                 try:
-                    total += os.lstat(os.path.join(root, name)).st_blocks * 512
+                    here += os.lstat(os.path.join(root, name)).st_blocks * 512
                 except FileNotFoundError:
                     continue
-        return total
+            total += here
+            unlabelled += here if Path(root).name == UNLABELLED else 0
+        return total, unlabelled
 
 
 @contextlib.contextmanager

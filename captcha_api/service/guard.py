@@ -105,6 +105,8 @@ class BodyGuard:
         # the address is nginx's, and the bodies are held a moment each).
         self.key_in_body, self.key_in_body_max = key_in_body
         self.keyless = _Pool(max_buffered_bytes // 4, share=0.25)
+        # One body of the largest size must always fit one address's share, or it could never be read.
+        self.keyless.per_address = max(self.keyless.per_address, min(self.key_in_body_max, self.keyless.limit))
 
     def __call__(self, environ, start_response):
         # As routing sees it: werkzeug matches "//in.php" as "/in.php".

@@ -6,8 +6,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import current_app
-from limits import parse_many
 from pydantic import BaseModel, Field
 from werkzeug.exceptions import HTTPException
 
@@ -16,6 +14,7 @@ from ..errors import HTTP_ERRORS, InternalError
 from ..extensions import IMAGES_SCOPE, limiter, rate_limit_key
 from ..observability import context
 from . import errors as e
+from .solve import image_limits
 
 log = logging.getLogger(__name__)
 
@@ -97,16 +96,14 @@ def note_error(error: e.CompatError, response):
 def balance(key: str) -> str:
     """The images `key` may still send now under CAPTCHA_RATE_LIMIT (UNLIMITED without one), as 2captcha writes
     a balance."""
-    settings = current_app.config["SETTINGS"]
-    if not settings.rate_limit:
+    limits = image_limits()
+    if not limits:
         return str(UNLIMITED)
-    left = []
     try:
-        for item in parse_many(settings.rate_limit):
-            left.append(limiter.limiter.get_window_stats(item, rate_limit_key(), IMAGES_SCOPE).remaining)
+        left = [limiter.limiter.get_window_stats(item, rate_limit_key(), IMAGES_SCOPE).remaining for item in limits]
     except Exception:  # noqa: BLE001 - a storage that does not answer: the limits are not counted either
         log.warning("rate limit storage unreachable: the balance is the whole allowance", exc_info=True)
-        left = [item.amount for item in parse_many(settings.rate_limit)]
+        left = [item.amount for item in limits]
     return str(min(left))
 
 

@@ -60,10 +60,7 @@ def _models():
 
 
 def _store() -> TaskStore:
-    store = current_app.extensions.get("tasks")
-    if store is None:
-        raise e.NO_SLOT_AVAILABLE("the compatible APIs are off on this service (CAPTCHA_TASK_STORE=none)")
-    return store
+    return current_app.extensions["tasks"]  # there whenever these endpoints are (compat/__init__.py)
 
 
 def _charsets(numeric: int, alphabet: str, name: str) -> list[str | None]:
@@ -215,6 +212,12 @@ def find(task_id: int, key: str) -> Task | None:
     return task
 
 
+def image_limits() -> list:
+    """CAPTCHA_RATE_LIMIT's windows (none when it is off): the allowance of images a key draws on."""
+    rate_limit = current_app.config["SETTINGS"].rate_limit
+    return parse_many(rate_limit) if rate_limit else []
+
+
 def charge_image() -> None:
     """Count one image against CAPTCHA_RATE_LIMIT for this request's key, as the views under routes.images_limit
     are counted; ERROR_TOO_MUCH_REQUESTS past it."""
@@ -222,9 +225,7 @@ def charge_image() -> None:
     if not settings.rate_limit:
         return
     try:
-        allowed = all(
-            limiter.limiter.hit(item, rate_limit_key(), IMAGES_SCOPE) for item in parse_many(settings.rate_limit)
-        )
+        allowed = all(limiter.limiter.hit(item, rate_limit_key(), IMAGES_SCOPE) for item in image_limits())
     except Exception:  # noqa: BLE001 - a storage that does not answer counts nothing, as Flask-Limiter does
         current_app.logger.warning("rate limit storage unreachable: a report is not counted", exc_info=True)
         return
