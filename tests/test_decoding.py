@@ -12,7 +12,9 @@ from captcha_api.core.decoding import (
     constrained_decode_batch,
     greedy_decode,
     greedy_decode_batch,
+    label_probability,
     parse_length,
+    runner_up,
 )
 
 ABC = Alphabet("abc")  # classes a=0 b=1 c=2, blank=3
@@ -29,10 +31,69 @@ def path(*steps):
 
 
 def test_repeats_merge_and_blanks_drop():
-    reading = greedy_decode(path((0, 0.9), (0, 0.8), (BLANK, 0.9), (1, 0.7), (BLANK, 0.6)), ABC)
+    reading = greedy_decode(probs_of_ab(), ABC)
     assert reading.text == "ab"
     assert reading.char_confidences == pytest.approx((0.9, 0.7))
-    assert reading.confidence == pytest.approx(0.9 * 0.7)
+    assert reading.confidence == pytest.approx(brute_force_probability(reading.text, probs_of_ab()))
+
+
+def probs_of_ab():
+    return path((0, 0.9), (0, 0.8), (BLANK, 0.9), (1, 0.7), (BLANK, 0.6))
+
+
+def brute_force_probability(text, probs, alphabet=ABC):
+    """Reference: the sum over every frame path that collapses to `text`."""
+    total = 0.0
+    for frame_path in itertools.product(range(alphabet.num_classes), repeat=len(probs)):
+        chars, _ = collapse(frame_path, probs, alphabet.blank_index)
+        if alphabet.decode(chars) == text:
+            total += float(np.prod(probs[np.arange(len(probs)), frame_path]))
+    return total
+
+
+def test_confidence_is_the_probability_of_the_whole_text_summed_over_its_paths():
+    rng = np.random.default_rng(7)
+    for case in range(40):
+        probs = random_probs(rng, int(rng.integers(1, 6)), ABC.num_classes, sharpness=float(rng.uniform(1, 4)))
+        texts = {"", "a", "ab", "aa", "cab", "abca", greedy_decode(probs, ABC).text}
+        for text in texts:
+            assert label_probability(probs, ABC, text) == pytest.approx(brute_force_probability(text, probs)), (
+                case,
+                text,
+            )
+        assert greedy_decode(probs, ABC).confidence == pytest.approx(
+            brute_force_probability(greedy_decode(probs, ABC).text, probs)
+        )
+
+
+def test_a_character_half_seen_between_two_others_makes_the_reading_without_it_unsure():
+    # every character peak is sure, but one step between 'a' and 'b' is split between the blank and 'c':
+    # the product of peaks says 0.98; the reading "ab" is only about as likely as the step's blank
+    probs = path((0, 0.99), (BLANK, 0.99), (BLANK, 0.55), (BLANK, 0.99), (1, 0.99))
+    probs[2] = [0.0, 0.0, 0.45, 0.55]
+    reading = greedy_decode(probs, ABC)
+    assert reading.text == "ab"
+    assert np.prod(reading.char_confidences) > 0.97
+    assert reading.confidence < 0.6
+    assert runner_up(probs, ABC, reading).text == "acb"
+
+
+def test_runner_up_swaps_the_least_sure_character_and_respects_constraints():
+    probs = path((0, 0.9), (BLANK, 0.9), (1, 0.6), (BLANK, 0.9), (2, 0.9))
+    probs[2] = [0.0, 0.6, 0.35, 0.05]
+    reading = greedy_decode(probs, ABC)
+    second = runner_up(probs, ABC, reading)
+    assert (reading.text, second.text) == ("abc", "acc")
+    assert 0 < second.confidence < reading.confidence
+    assert runner_up(probs, ABC, reading, Constraints(charset="abc", min_length=3, max_length=3)).text == "acc"
+    assert runner_up(probs, ABC, reading, Constraints(charset="ab", min_length=3, max_length=3)).text != "acc"
+
+
+def test_no_runner_up_when_nothing_else_can_be_read():
+    probs = path((0, 1.0))
+    assert (
+        runner_up(probs, ABC, greedy_decode(probs, ABC), Constraints(charset="a", min_length=1, max_length=1)) is None
+    )
 
 
 def test_blank_between_repeats_keeps_both():
@@ -44,11 +105,11 @@ def test_repeat_without_blank_is_one_character():
     assert greedy_decode(path((2, 0.9), (2, 0.95), (2, 0.5)), ABC).char_confidences == pytest.approx((0.95,))
 
 
-def test_all_blank_is_empty_with_least_sure_step_as_confidence():
+def test_all_blank_is_empty_with_the_probability_of_no_character_as_confidence():
     reading = greedy_decode(path((BLANK, 0.99), (BLANK, 0.6), (BLANK, 0.8)), ABC)
     assert reading.text == ""
     assert reading.char_confidences == ()
-    assert reading.confidence == pytest.approx(0.6)
+    assert reading.confidence == pytest.approx(0.99 * 0.6 * 0.8)
 
 
 def test_no_steps_is_empty_with_zero_confidence():
@@ -127,7 +188,8 @@ def test_charset_gives_the_best_allowed_character_instead_of_an_empty_slot():
     assert reading.text == "121"
     # raw probabilities: the overruled slot shows how unsure the model was of it
     assert reading.char_confidences == pytest.approx((0.9, 0.3, 0.9))
-    assert reading.confidence == pytest.approx(0.9 * 0.3 * 0.9)
+    assert reading.confidence == pytest.approx(label_probability(probs, DIGITS_AND_LETTERS, "121"))
+    assert reading.confidence < 0.3
 
 
 def test_length_picks_the_best_reading_of_that_length_not_a_filter():
@@ -297,3 +359,14 @@ def test_constraints_refuse_a_charset_the_model_cannot_produce(charset, message)
         Constraints(charset=charset).check(ABC)
     with pytest.raises(ValueError, match=message):
         constrained_decode(path((0, 0.9)), ABC, Constraints(charset=charset))
+
+
+def test_a_batch_gets_the_same_confidences_as_one_image_at_a_time():
+    rng = np.random.default_rng(3)
+    batch = np.stack([random_probs(rng, 9, ABC.num_classes, sharpness=3.0) for _ in range(12)])
+    batch[4] = path(*[(BLANK, 0.99)] * 9)  # an empty reading among them
+    one_by_one = [greedy_decode(p, ABC) for p in batch]
+    together = greedy_decode_batch(batch, ABC)
+    assert [r.text for r in together] == [r.text for r in one_by_one]
+    assert [r.confidence for r in together] == pytest.approx([r.confidence for r in one_by_one])
+    assert [r.char_confidences for r in together] == [r.char_confidences for r in one_by_one]

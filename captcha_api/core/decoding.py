@@ -1,4 +1,11 @@
-"""CTC best-path decoding with confidences, in NumPy: greedy, and under per-request charset and length constraints."""
+"""CTC best-path decoding with confidences, in NumPy: greedy, and under per-request charset and length constraints.
+
+A reading's confidence is the probability the model gives its whole text: the sum over every frame path that
+collapses to it (the CTC forward algorithm), not the product of its characters' peaks. A character the model half
+saw between two others (a frame split between it and the blank) lowers the probability of the reading without it:
+confident-looking deletions and insertions, which the product of peaks rated near 1.0, come out unsure. On real
+held-out captchas, clean and degraded, it ranked right above wrong readings with an AUROC of 0.99 where the product
+of peaks had 0.84 (docs/confidence.md)."""
 
 from __future__ import annotations
 
@@ -24,10 +31,56 @@ def _check_probs(probs: np.ndarray, alphabet: Alphabet) -> np.ndarray:
     return probs
 
 
-def _read_path(path: np.ndarray, probs: np.ndarray, alphabet: Alphabet) -> Reading:
+def label_probability(probs: np.ndarray, alphabet: Alphabet, text: str) -> float:
+    """The probability of reading `text` from (time, classes) probabilities: the sum over every frame path that
+    collapses to it (CTC forward algorithm)."""
+    return float(label_probabilities(_check_probs(probs, alphabet), alphabet, [text])[0])
+
+
+def label_probabilities(probs: np.ndarray, alphabet: Alphabet, texts: list[str]) -> np.ndarray:
+    """label_probability of several texts: over the same (time, classes) probabilities, or one text per image of
+    a (images, time, classes) batch. One pass for all: each text's states (blank, c1, blank, c2, ..., blank) padded
+    to the longest, rescaled at each step so that nothing underflows."""
+    blank = alphabet.blank_index
+    width = 2 * max(map(len, texts)) + 1
+    states = np.full((len(texts), width), blank, dtype=np.int64)
+    ends = np.empty(len(texts), dtype=np.int64)
+    for row, text in enumerate(texts):
+        states[row, 1 : 2 * len(text) : 2] = alphabet.encode(text)
+        ends[row] = 2 * len(text)
+    steps = probs.shape[-2]
+    if steps == 0:
+        return np.zeros(len(texts))
+    # A character state may be entered from the character two states back unless the two are the same character.
+    skip = np.zeros(states.shape)
+    skip[:, 3::2] = states[:, 3::2] != states[:, 1:-2:2]
+    valid = np.arange(width)[None, :] <= ends[:, None]
+    if probs.ndim == 2:
+        emit = probs[:, states]  # (time, texts, states)
+    else:
+        emit = np.take_along_axis(probs, states[:, None, :], axis=2).transpose(1, 0, 2)
+    emit = np.where(valid[None], emit.astype(np.float64), 0.0)
+    alpha = np.zeros(states.shape)
+    alpha[:, :2] = emit[0, :, :2]
+    log_scale = np.zeros(len(texts))
+    for t in range(1, steps):
+        scale = alpha.sum(axis=1)
+        scale[scale <= 0.0] = 1.0
+        alpha /= scale[:, None]
+        log_scale += np.log(scale)
+        entered = alpha.copy()
+        entered[:, 1:] += alpha[:, :-1]
+        entered[:, 2:] += alpha[:, :-2] * skip[:, 2:]
+        alpha = entered * emit[t]
+    rows = np.arange(len(texts))
+    end = alpha[rows, ends] + np.where(ends > 0, alpha[rows, np.maximum(ends - 1, 0)], 0.0)
+    with np.errstate(divide="ignore"):
+        return np.minimum(1.0, np.exp(log_scale + np.log(end)))
+
+
+def _collapse(path: np.ndarray, probs: np.ndarray, alphabet: Alphabet) -> tuple[str, tuple[float, ...]]:
     """Collapse a frame path (one class per step): merge repeats, drop blanks. A character's confidence is the
-    highest probability over its run of steps; the reading's confidence is the product over its characters (for
-    an empty reading, the least sure blank step)."""
+    highest probability over its run of steps."""
     path_p = probs[np.arange(len(path)), path]
     blank = alphabet.blank_index
     chars: list[int] = []
@@ -41,17 +94,19 @@ def _read_path(path: np.ndarray, probs: np.ndarray, alphabet: Alphabet) -> Readi
             elif p > confidences[-1]:
                 confidences[-1] = p
         previous = cls
-    if chars:
-        confidence = float(np.prod(confidences))
-    else:
-        confidence = float(path_p.min())
-    return Reading(alphabet.decode(chars), confidence, tuple(float(c) for c in confidences))
+    return alphabet.decode(chars), tuple(float(c) for c in confidences)
+
+
+def _read_path(path: np.ndarray, probs: np.ndarray, alphabet: Alphabet) -> Reading:
+    """The reading of a frame path (_collapse), its confidence the probability of its whole text."""
+    text, confidences = _collapse(path, probs, alphabet)
+    return Reading(text, label_probability(probs, alphabet, text), confidences)
 
 
 def greedy_decode(probs: np.ndarray, alphabet: Alphabet) -> Reading:
     """Best path through (time, classes) probabilities: take the most likely class per step, merge repeats,
     drop blanks. A character's confidence is the highest probability over its run of steps; the reading's
-    confidence is the product over its characters (for an empty reading, the least sure blank step)."""
+    confidence is the probability of its whole text (label_probability)."""
     probs = _check_probs(probs, alphabet)
     if probs.shape[0] == 0:
         return Reading("", 0.0, ())
@@ -59,7 +114,14 @@ def greedy_decode(probs: np.ndarray, alphabet: Alphabet) -> Reading:
 
 
 def greedy_decode_batch(probs: np.ndarray, alphabet: Alphabet) -> list[Reading]:
-    return [greedy_decode(p, alphabet) for p in probs]
+    """greedy_decode of each image of a (images, time, classes) batch, the confidences computed in one pass."""
+    probs = np.asarray(probs)
+    if len(probs) == 0 or probs.shape[1] == 0:
+        return [greedy_decode(p, alphabet) for p in probs]
+    _check_probs(probs[0], alphabet)
+    collapsed = [_collapse(path, p, alphabet) for path, p in zip(probs.argmax(axis=2), probs)]
+    confidences = label_probabilities(probs, alphabet, [text for text, _ in collapsed])
+    return [Reading(text, float(c), chars) for (text, chars), c in zip(collapsed, confidences)]
 
 
 _LENGTH = re.compile(r"\s*(\d+)\s*(?:(?:-|\.\.)\s*(\d+)\s*)?")
@@ -223,7 +285,7 @@ def constrained_decode(probs: np.ndarray, alphabet: Alphabet, constraints: Const
     if keep_count:
         # A charset alone keeps the number of characters the model reads: a character spread over two steps
         # whose best allowed stand-ins differ would otherwise come back as two.
-        min_length = max_length = len(_read_path(probs.argmax(axis=1), probs, alphabet).text)
+        min_length = max_length = len(_collapse(probs.argmax(axis=1), probs, alphabet)[0])
     if min_length <= len(reading.text) <= max_length:
         return reading
     # Exact zeros become the smallest positive double, so only masked classes make a path impossible.
@@ -247,3 +309,53 @@ def constrained_decode(probs: np.ndarray, alphabet: Alphabet, constraints: Const
 
 def constrained_decode_batch(probs: np.ndarray, alphabet: Alphabet, constraints: Constraints) -> list[Reading]:
     return [constrained_decode(p, alphabet, constraints) for p in probs]
+
+
+def runner_up(
+    probs: np.ndarray, alphabet: Alphabet, reading: Reading, constraints: Constraints | None = None
+) -> Reading | None:
+    """The likeliest reading other than `reading` among its near neighbours: each character swapped for the one
+    the model rated next at that character's peak step, and the best readings one character shorter and one longer
+    (exact Viterbi). Within `constraints` when given. None when no other reading is possible."""
+    probs = _check_probs(probs, alphabet)
+    constraints = constraints or Constraints()
+    allowed = set(constraints.charset) if constraints.charset is not None else set(alphabet.chars)
+    low = constraints.min_length or 0
+    high = constraints.max_length if constraints.max_length is not None else probs.shape[0]
+    candidates: set[str] = set()
+    best = probs.argmax(axis=1)
+    blank = alphabet.blank_index
+    peaks: list[int] = []  # the step where each character of the best path is surest
+    previous = blank
+    for t, cls in enumerate(best.tolist()):
+        if cls != blank and cls != previous:
+            peaks.append(t)
+        elif cls != blank and probs[t, cls] > probs[peaks[-1], cls]:
+            peaks[-1] = t
+        previous = cls
+    if len(peaks) == len(reading.text):
+        for position, t in enumerate(peaks):
+            for other in np.argsort(probs[t, :blank])[::-1][:3].tolist():
+                char = alphabet.chars[other]
+                if char != reading.text[position] and char in allowed:
+                    candidates.add(reading.text[:position] + char + reading.text[position + 1 :])
+                    break
+    logp = np.log(np.maximum(probs, np.finfo(np.float64).tiny, dtype=np.float64))
+    if constraints.charset is not None:
+        masked = np.ones(alphabet.num_classes, dtype=bool)
+        masked[alphabet.encode(constraints.charset)] = False
+        masked[blank] = False
+        logp[:, masked] = -np.inf
+    for length in (len(reading.text) - 1, len(reading.text) + 1):
+        if low <= length <= high:
+            path = _best_path_of_length(logp, length, length)
+            if path is not None:
+                candidates.add(_collapse(path, probs, alphabet)[0])
+    candidates.discard(reading.text)
+    candidates = {c for c in candidates if low <= len(c) <= high}
+    if not candidates:
+        return None
+    texts = sorted(candidates)
+    scores = label_probabilities(probs, alphabet, texts)
+    best_index = int(scores.argmax())
+    return Reading(texts[best_index], float(scores[best_index]), ())
