@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from captcha_api.core.artifact import DEFAULT_MODEL, ModelArtifact
 from scripts.make_test_model import FIXTURES, compiled_model, generated_batch  # noqa: F401 - used by the tests
 from scripts.make_test_model import build as build_tiny_model
 
@@ -45,11 +46,12 @@ def captcha_image() -> Image.Image:
 
 @pytest.fixture(scope="session")
 def tiny_artifact(tmp_path_factory) -> Path:
-    """The tiny model as the service serves it: ONNX and metadata, committed in tests/fixtures (made by
-    `python -m scripts.make_test_model`), copied to a folder of its own. No TensorFlow needed."""
+    """The model the app tests serve, named 'tiny': the shipped FSSP network (it reads the generated captchas of
+    these tests, so their answers are readings, not the 422 unreadable an untrained network's empty reading gets)
+    with the small metadata of tests/fixtures/tiny.json, copied to a folder of its own. No TensorFlow needed."""
     base = tmp_path_factory.mktemp("tiny") / "tiny"
-    for suffix in (".onnx", ".json"):
-        shutil.copy(FIXTURES / f"tiny{suffix}", base.with_suffix(suffix))
+    shutil.copy(ModelArtifact(DEFAULT_MODEL).onnx, base.with_suffix(".onnx"))
+    shutil.copy(FIXTURES / "tiny.json", base.with_suffix(".json"))
     return base
 
 

@@ -10,6 +10,7 @@ from captcha_api.core.decoding import (
     charset_probabilities,
     constrained_decode,
     constrained_decode_batch,
+    count_probabilities,
     greedy_decode,
     greedy_decode_batch,
     label_probability,
@@ -370,3 +371,24 @@ def test_a_batch_gets_the_same_confidences_as_one_image_at_a_time():
     assert [r.text for r in together] == [r.text for r in one_by_one]
     assert [r.confidence for r in together] == pytest.approx([r.confidence for r in one_by_one])
     assert [r.char_confidences for r in together] == [r.char_confidences for r in one_by_one]
+
+
+def test_count_probabilities_sum_every_path_by_its_number_of_characters():
+    rng = np.random.default_rng(11)
+    batch = np.stack([random_probs(rng, 5, ABC.num_classes, sharpness=float(s)) for s in (1, 2, 4)])
+    counted = count_probabilities(batch, ABC, most=3)
+    assert counted.shape == (3, 5)
+    for probs, row in zip(batch, counted):
+        expected = np.zeros(5)
+        for frame_path in itertools.product(range(ABC.num_classes), repeat=len(probs)):
+            chars, _ = collapse(frame_path, probs, BLANK)
+            expected[min(len(chars), 4)] += np.prod(probs[np.arange(len(probs)), frame_path])
+        assert row == pytest.approx(expected)
+
+
+def test_a_count_the_model_cannot_settle_has_low_count_confidence():
+    settled = path((0, 0.99), (BLANK, 0.99), (1, 0.99), (BLANK, 0.99))
+    coin_tosses = path((0, 0.5), (BLANK, 0.5), (1, 0.5), (BLANK, 0.5))  # each step: a character or not
+    counted = count_probabilities(np.stack([settled, coin_tosses]), ABC, most=4)
+    assert counted[0].argmax() == 2 and counted[0].max() > 0.95
+    assert counted[1].max() < 0.5

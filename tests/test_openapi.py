@@ -44,11 +44,17 @@ def test_every_endpoint_is_described_and_nothing_else(document):
     assert list(document["paths"]["/predict"]) == ["post"]
 
 
+REF = "#/components/schemas/{model}"
+
+
 def test_schemas_are_the_validating_models(document):
     """Not a hand-written document: each component is what pydantic makes of the model spectree validates with."""
     components = document["components"]["schemas"]
     assert components["PredictJson"] == request_models.PredictJson.model_json_schema()
-    assert components["Reading"] == response_models.Reading.model_json_schema(mode="serialization")
+    reading = response_models.Reading.model_json_schema(mode="serialization", ref_template=REF)
+    nested = reading.pop("$defs")
+    assert components["Reading"] == reading
+    assert all(components[name] == schema for name, schema in nested.items())
     assert components["Health"] == response_models.Health.model_json_schema(mode="serialization")
 
 
@@ -67,6 +73,8 @@ def test_predict_takes_json_or_multipart_and_the_key_header(document):
         "model": "query",
         "charset": "query",
         "length": "query",
+        "min_confidence": "query",
+        "details": "query",
     }
     assert operation["security"] == [{"ApiKey": []}]
     assert document["components"]["securitySchemes"]["ApiKey"] == {
@@ -92,7 +100,8 @@ def test_every_error_status_is_the_envelope_with_its_codes(document):
         envelope = components[name]
         assert envelope["required"] == ["success", "error"] and envelope["properties"]["success"]["const"] is False
         detail = components[envelope["properties"]["error"]["$ref"].rsplit("/", 1)[1]]
-        assert set(detail["properties"]) == {"code", "message"}
+        refused = {"prediction", "confidence", "details"} if status == "422" else set()  # unreadable, low_confidence
+        assert set(detail["properties"]) == {"code", "message"} | refused
     codes_400 = components["BadRequestDetail"]["properties"]["code"]["enum"]
     assert {"missing_image", "invalid_json", "invalid_base64", "invalid_image", "invalid_parameter"} <= set(codes_400)
     assert "422" not in document["paths"]["/predict-batch"]["post"]["responses"]  # an unreadable entry fails alone

@@ -20,8 +20,11 @@ from .alphabet import Alphabet
 @dataclass(frozen=True)
 class Reading:
     text: str
-    confidence: float
-    char_confidences: tuple[float, ...]
+    confidence: float  # the probability of the whole text (label_probability)
+    char_confidences: tuple[float, ...]  # each character's highest probability over its steps
+    runner_up: Reading | None = None  # the likeliest other reading, when asked for (runner_up)
+    # The probability of the likeliest number of characters, whatever they are (count_probabilities), when asked.
+    count_confidence: float | None = None
 
 
 def _check_probs(probs: np.ndarray, alphabet: Alphabet) -> np.ndarray:
@@ -76,6 +79,33 @@ def label_probabilities(probs: np.ndarray, alphabet: Alphabet, texts: list[str])
     end = alpha[rows, ends] + np.where(ends > 0, alpha[rows, np.maximum(ends - 1, 0)], 0.0)
     with np.errstate(divide="ignore"):
         return np.minimum(1.0, np.exp(log_scale + np.log(end)))
+
+
+def count_probabilities(probs: np.ndarray, alphabet: Alphabet, most: int) -> np.ndarray:
+    """How many characters each image of a (images, time, classes) batch holds, by the model: the probability of
+    every count 0..most, and last of more than `most`, summed over every frame path (images, most + 2). The state
+    after a step is (count so far, class of the step): a character is counted when it follows the blank or another
+    character. All paths' probabilities add up to 1, so nothing underflows."""
+    probs = np.asarray(probs, dtype=np.float64)
+    blank = alphabet.blank_index
+    images, steps, _ = probs.shape
+    counts = most + 2
+    score = np.zeros((images, counts, probs.shape[2]))
+    if steps == 0:
+        score[:, 0, blank] = 1.0
+        return score.sum(axis=2)
+    score[:, 0, blank] = probs[:, 0, blank]
+    score[:, 1, :blank] = probs[:, 0, :blank]
+    for t in range(1, steps):
+        total = score.sum(axis=2)  # (images, counts): whatever the class of the last step
+        entered = total[:, :, None] - score[:, :, :blank]  # from the blank or another character
+        chars = score[:, :, :blank].copy()  # the same character again: not counted
+        chars[:, 1:] += entered[:, :-1]
+        chars[:, -1] += entered[:, -1]  # past `most`, every count is "more"
+        score[:, :, :blank] = chars * probs[:, t, None, :blank]
+        score[:, :, blank] = total * probs[:, t, blank][:, None]
+    counted = score.sum(axis=2)
+    return counted / np.maximum(counted.sum(axis=1, keepdims=True), np.finfo(np.float64).tiny)
 
 
 def _collapse(path: np.ndarray, probs: np.ndarray, alphabet: Alphabet) -> tuple[str, tuple[float, ...]]:

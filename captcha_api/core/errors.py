@@ -55,3 +55,28 @@ class ModelNotReady(CaptchaError):
 
     status = 503
     code = "model_unavailable"
+
+
+class NoReading(CaptchaError):
+    """A reading the service will not vouch for; the error's answer carries it (prediction, confidence) so that a
+    client can still look at it, refresh the captcha, or try another reader."""
+
+    status = 422
+
+    def __init__(self, message: str, reading):
+        super().__init__(message)
+        self.reading = reading
+
+
+class Unreadable(NoReading):
+    """The model read no characters, or a number of them outside the lengths it was trained on (when the request
+    sets no length): no text the model can stand behind."""
+
+    code = "unreadable"
+
+
+class LowConfidence(NoReading):
+    """The reading's confidence is below min_confidence: the request's, else the model's own default (GET /info);
+    min_confidence=0 returns every reading."""
+
+    code = "low_confidence"

@@ -11,13 +11,21 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from .artifact import ModelArtifact
-from .decoding import Constraints, Reading, constrained_decode_batch, greedy_decode_batch
-from .errors import CaptchaError, InvalidParameter
+from .decoding import (
+    Constraints,
+    Reading,
+    constrained_decode_batch,
+    count_probabilities,
+    greedy_decode_batch,
+    runner_up,
+)
+from .errors import CaptchaError, InvalidParameter, LowConfidence, NoReading, Unreadable
 from .preprocess import DEFAULT_MAX_PIXELS, INPUT_SHAPE, DecodeBudget, preprocess
 
 log = logging.getLogger(__name__)
@@ -131,9 +139,12 @@ class Recognizer:
         """Run the model once so the first real request does not pay for graph set-up."""
         self.read_arrays(np.full((1, *INPUT_SHAPE), 0.9, dtype=np.float32))
 
-    def read_arrays(self, batch: np.ndarray, constraints: Constraints | None = None) -> list[Reading]:
+    def read_arrays(
+        self, batch: np.ndarray, constraints: Constraints | None = None, details: bool = False
+    ) -> list[Reading]:
         """Model inputs -> readings; `constraints` (charset, length) act inside decoding. A constraint no reading
-        can meet (say, more characters than time steps) raises InvalidParameter."""
+        can meet (say, more characters than time steps) raises InvalidParameter. With `details`, each reading
+        carries its runner-up (decoding.runner_up)."""
         if batch.shape[1:] != INPUT_SHAPE:
             raise ValueError(f"expected a batch of {INPUT_SHAPE}, got {batch.shape}")
         if len(batch) == 0:
@@ -144,20 +155,63 @@ class Recognizer:
         if self.on_model_call is not None:
             self.on_model_call(time.perf_counter() - started, len(batch))
         if constraints is None or constraints == NO_CONSTRAINTS:
-            return greedy_decode_batch(probs, self.alphabet)
-        try:
-            return constrained_decode_batch(probs, self.alphabet, constraints)
-        except ValueError as exc:
-            raise InvalidParameter(str(exc)) from None
+            readings = greedy_decode_batch(probs, self.alphabet)
+        else:
+            try:
+                readings = constrained_decode_batch(probs, self.alphabet, constraints)
+            except ValueError as exc:
+                raise InvalidParameter(str(exc)) from None
+        counts = count_probabilities(probs, self.alphabet, self.metadata.max_length).max(axis=1)
+        return [
+            replace(
+                reading,
+                count_confidence=float(count),
+                runner_up=runner_up(p, self.alphabet, reading, constraints) if details else None,
+            )
+            for p, reading, count in zip(probs, readings, counts)
+        ]
 
-    def read(self, data: bytes, constraints: Constraints | None = None) -> Reading:
-        return self.read_arrays(preprocess(data, self.max_pixels)[None], constraints)[0]
+    def read(self, data: bytes, constraints: Constraints | None = None, details: bool = False) -> Reading:
+        return self.read_arrays(preprocess(data, self.max_pixels)[None], constraints, details)[0]
+
+    def verdict(
+        self, reading: Reading, constraints: Constraints | None = None, min_confidence: float | None = None
+    ) -> NoReading | None:
+        """Whether a reading may be answered as read: Unreadable when it has no characters, or (no length asked) a
+        length outside the model's trained lengths or no number of characters likelier than all the others together
+        (noise, say: the model cannot tell where characters are); LowConfidence below `min_confidence` (None: the
+        model's own default, metadata min_confidence); else None."""
+        meta = self.metadata
+        length_asked = constraints is not None and (
+            constraints.min_length is not None or constraints.max_length is not None
+        )
+        if not reading.text:
+            return Unreadable("no characters were read in the image", reading)
+        if not length_asked and not meta.min_length <= len(reading.text) <= meta.max_length:
+            return Unreadable(
+                f"{len(reading.text)} characters were read; the model reads {meta.min_length} to {meta.max_length}"
+                " (set the length option to read another number)",
+                reading,
+            )
+        if not length_asked and reading.count_confidence is not None and reading.count_confidence < 0.5:
+            return Unreadable(
+                "the model cannot tell how many characters the image holds (the likeliest count has probability "
+                f"{reading.count_confidence:.2f}): it does not look like a captcha this model reads",
+                reading,
+            )
+        threshold = meta.min_confidence if min_confidence is None else min_confidence
+        if reading.confidence < threshold:
+            return LowConfidence(
+                f"the reading's confidence {reading.confidence:.4f} is below min_confidence {threshold:g}", reading
+            )
+        return None
 
     def read_each(
         self,
         items: Sequence[bytes | CaptchaError],
         constraints: Constraints | None = None,
         budget: DecodeBudget | None = None,
+        details: bool = False,
     ) -> list[Reading | CaptchaError]:
         """Several images in one model call; an image that cannot be read (or came in as an error) stays its error.
         With a `budget`, the images are decoded in order while it lasts; those past it fail alone."""
@@ -172,6 +226,6 @@ class Recognizer:
             except CaptchaError as exc:
                 outcomes[index] = exc
         if arrays:
-            for index, reading in zip(positions, self.read_arrays(np.stack(arrays), constraints)):
+            for index, reading in zip(positions, self.read_arrays(np.stack(arrays), constraints, details)):
                 outcomes[index] = reading
         return outcomes

@@ -183,13 +183,14 @@ HTTP_ERRORS: dict[int, type[CaptchaError]] = {
 HTTP_ERROR = "http_error"
 
 
-def error_body(code: str, message: str) -> dict:
-    return {"success": False, "error": {"code": code, "message": message}}
+def error_body(code: str, message: str, fields: dict | None = None) -> dict:
+    """The envelope; `fields` go into "error" after the code and message (a refused reading's prediction)."""
+    return {"success": False, "error": {"code": code, "message": message, **(fields or {})}}
 
 
-def error_response(status: int, code: str, message: str, headers=None):
+def error_response(status: int, code: str, message: str, headers=None, fields: dict | None = None):
     context.current().error_code = code  # for the metrics' error counter
-    response = jsonify(error_body(code, message))
+    response = jsonify(error_body(code, message, fields))
     response.status_code = status
     if headers:
         response.headers.update(headers)
@@ -199,7 +200,9 @@ def error_response(status: int, code: str, message: str, headers=None):
 def init_app(app: Flask) -> None:
     @app.errorhandler(CaptchaError)
     def captcha_error(exc: CaptchaError):
-        return error_response(exc.status, exc.code, exc.message, getattr(exc, "headers", None))
+        return error_response(
+            exc.status, exc.code, exc.message, getattr(exc, "headers", None), getattr(exc, "fields", None)
+        )
 
     @app.errorhandler(http.HTTPException)
     def http_error(exc: http.HTTPException):

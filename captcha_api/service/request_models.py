@@ -44,6 +44,11 @@ MODEL_DOC = "A model name from GET /info 'models'; the default model when left o
 CHARSET_DOC = "The characters the reading may contain: a subset of the model's alphabet, each once."
 LENGTH_DOC = "The reading's length: a number (5) or a range of numbers ('4-6' or '4..6', both ends included)."
 IMAGE_DOC = "The image as base64, or as a base64 data URL (data:image/png;base64,...)."
+MIN_CONFIDENCE_DOC = (
+    "Refuse a reading less confident than this (0 to 1) with 422 low_confidence, the reading and its confidence in "
+    "the error; the model's own default (GET /info, min_confidence) when left out; 0 returns every reading."
+)
+DETAILS_DOC = "1 or true: add each character's confidence and the runner-up reading to the answer."
 
 
 # ------------------------------------------------------------------------------------------- refusals of fields
@@ -118,8 +123,12 @@ class Options(BaseModel):
     model: OptionText = _optional(MODEL_DOC)
     charset: OptionText = _optional(CHARSET_DOC)
     length: OptionText = _optional(LENGTH_DOC)
+    min_confidence: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False), OPTION] = _optional(
+        MIN_CONFIDENCE_DOC, examples=[0.9]
+    )
+    details: Annotated[bool, OPTION] = _optional(DETAILS_DOC)
 
-    def options(self) -> dict[str, str | int]:
+    def options(self) -> dict[str, str | int | float | bool]:
         """The options given, by name."""
         return {name: getattr(self, name) for name in OPTION_NAMES if getattr(self, name) is not None}
 
@@ -219,7 +228,7 @@ class ReportJson(BaseModel):
 BODIES = {model.__name__: model for model in (PredictJson, PredictForm, BatchJson, BatchForm, ReportJson, Options)}
 
 
-def options(query: Options | None, body: Options) -> dict[str, str | int]:
+def options(query: Options | None, body: Options) -> dict[str, str | int | float | bool]:
     """The decoding options of a validated request: the body's, overridden by the query string's."""
     return body.options() | (query.options() if query is not None else {})
 

@@ -32,6 +32,7 @@ class ModelInfo(_Answer):
     max_sequence_length: int
     min_sequence_length: int
     alphabet: str
+    min_confidence: float = Field(ge=0, le=1, description="The threshold a request without min_confidence gets")
     accuracy: dict[str, Any] = Field(description="Figures measured when the model was made")
     published: dict[str, Any] = Field(description="Version, figures and time it was published with (else empty)")
 
@@ -62,18 +63,57 @@ class Info(_Answer):
     limits: Limits
 
 
-Confidence = Annotated[float, Field(ge=0, le=1, description="Probability of the whole reading")]
+Confidence = Annotated[
+    float, Field(ge=0, le=1, description="Probability of the whole reading: the sum over every way of reading it")
+]
+
+
+def _no_default(schema: dict) -> None:
+    schema.pop("default", None)  # present or left out, never null
+
+
+class CharacterConfidence(_Answer):
+    char: str
+    confidence: float = Field(ge=0, le=1, description="The character's highest probability over its time steps")
+
+
+class RunnerUp(_Answer):
+    prediction: str
+    confidence: Confidence
+
+
+class Details(_Answer):
+    characters: list[CharacterConfidence] = Field(description="Each character read, in order")
+    runner_up: RunnerUp | None = Field(
+        description="The likeliest other reading (a character swapped, one fewer or one more); null when none"
+    )
+
+
+# Left out unless asked for (never null): the default None is not validated, so the schema says only the type.
+DETAILS_FIELD = Field(default=None, description="With details=1 only", json_schema_extra=_no_default)
 
 
 class Reading(_Answer):
     success: Literal[True]
     prediction: str
     confidence: Confidence
+    details: Details = DETAILS_FIELD
 
 
 class ErrorDetail(_Answer):
     code: str
     message: str
+    prediction: str = Field(
+        default=None, description="low_confidence and unreadable: what was read", json_schema_extra=_no_default
+    )
+    confidence: float = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="low_confidence and unreadable: its confidence",
+        json_schema_extra=_no_default,
+    )
+    details: Details = DETAILS_FIELD
 
 
 class EntryRead(_Answer):
@@ -81,6 +121,7 @@ class EntryRead(_Answer):
     success: Literal[True]
     prediction: str
     confidence: Confidence
+    details: Details = DETAILS_FIELD
 
 
 class EntryFailed(_Answer):
@@ -104,12 +145,14 @@ class ReportStored(_Answer):
 
 def envelope(name: str, description: str, *classes: type[core.CaptchaError]) -> type[BaseModel]:
     """The error envelope {"success": false, "error": {"code", "message"}} with the codes of `classes`, which all
-    answer with one status."""
+    answer with one status; an envelope with a refused reading among them (core.NoReading) documents its
+    prediction, confidence and details too."""
     statuses = {cls.status for cls in classes}
     if len(statuses) != 1:
         raise ValueError(f"{name}: one status per envelope, not {sorted(statuses)}")
     codes = tuple(cls.code for cls in classes)
-    detail = create_model(f"{name}Detail", __base__=_Answer, code=(Literal[codes], ...), message=(str, ...))
+    base = ErrorDetail if any(issubclass(cls, core.NoReading) for cls in classes) else _Answer
+    detail = create_model(f"{name}Detail", __base__=base, code=(Literal[codes], ...), message=(str, ...))
     model = create_model(
         name, __base__=_Answer, __doc__=description, success=(Literal[False], ...), error=(detail, ...)
     )
@@ -145,7 +188,13 @@ UnsupportedMedia = envelope(
     core.UnsupportedImageFormat,
 )
 Unreadable = envelope(
-    "Unreadable", "The image decodes but cannot be a captcha (1x1, absurd proportions).", core.UnreadableImage
+    "Unreadable",
+    "The image decodes but cannot be a captcha (1x1, absurd proportions); or the model read nothing, or a length it"
+    " was not trained on (unreadable); or the reading is less sure than min_confidence (low_confidence). The last"
+    " two carry the reading.",
+    core.UnreadableImage,
+    core.Unreadable,
+    core.LowConfidence,
 )
 RateLimited = envelope("RateLimited", errors.RateLimited.__doc__, errors.RateLimited)
 RequestTimeout = envelope("RequestTimeout", errors.RequestTimeout.__doc__, errors.RequestTimeout)

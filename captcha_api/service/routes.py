@@ -70,14 +70,36 @@ def _describe(name: str, recognizer) -> dict:
         "max_sequence_length": meta.max_length,
         "min_sequence_length": meta.min_length,
         "alphabet": meta.alphabet,
+        "min_confidence": meta.min_confidence,
         "accuracy": meta.accuracy,
         # Where it was published from is the operator's business, not every API key holder's.
         "published": {k: v for k, v in meta.published.items() if k != "from"},
     }
 
 
-def _reading(reading) -> dict:
-    return {"prediction": reading.text, "confidence": round(reading.confidence, 4)}
+def _reading(reading, details: bool = False) -> dict:
+    """A reading's fields in an answer; with `details`, each character's confidence and the runner-up."""
+    fields = {"prediction": reading.text, "confidence": round(reading.confidence, 4)}
+    if details:
+        second = reading.runner_up
+        fields["details"] = {
+            "characters": [
+                {"char": char, "confidence": round(confidence, 4)}
+                for char, confidence in zip(reading.text, reading.char_confidences)
+            ],
+            "runner_up": None
+            if second is None
+            else {"prediction": second.text, "confidence": round(second.confidence, 4)},
+        }
+    return fields
+
+
+def _judged(recognizer, reading, constraints, given: dict) -> CaptchaError | None:
+    """The error a reading is refused with (unreadable, low_confidence), carrying the reading; None to answer it."""
+    refusal = recognizer.verdict(reading, constraints, given.get("min_confidence"))
+    if refusal is not None:
+        refusal.fields = _reading(reading, given.get("details", False))
+    return refusal
 
 
 def _answer(body: dict, recognizer):
@@ -187,8 +209,9 @@ def info():
                 "POST /predict-batch": "several images: JSON {'images': [...]} or multipart fields 'images'",
                 "POST /report": "a wrong reading: JSON {'request_id': X-Request-ID of its answer, 'text': the right "
                 "text}, stored for training",
-                "options": "model (a name from 'models'), charset (allowed characters), length (5 or 4-6): "
-                "in the query string, the JSON body or multipart fields",
+                "options": "model (a name from 'models'), charset (allowed characters), length (5 or 4-6), "
+                "min_confidence (0 to 1: refuse a less sure reading with 422 low_confidence), details (1: per-"
+                "character confidences and the runner-up): in the query string, the JSON body or multipart fields",
             },
             "limits": {
                 "max_image_bytes": _settings().max_image_bytes,
@@ -213,14 +236,22 @@ def predict():
     """Read one captcha.
 
     The image comes as a multipart file in field 'image', or as JSON {"image": "<base64 or data URL>"}
-    ('image_base64' and 'text' are accepted as aliases). The options model, charset and length may be given in
-    the query string, the JSON body or multipart fields; the query string wins."""
+    ('image_base64' and 'text' are accepted as aliases). The options model, charset, length, min_confidence and
+    details may be given in the query string, the JSON body or multipart fields; the query string wins.
+
+    A reading with no characters, or (without a length option) a length outside the model's, is answered 422
+    unreadable; one less sure than min_confidence (the request's, else the model's) 422 low_confidence. Both
+    carry the reading: the client may refresh the captcha, or fall back to another reader."""
     body, given = _validated()
     recognizer, constraints = _recognizer_and_constraints(given)
     data = body.image_bytes(_settings().max_image_bytes)
-    reading = recognizer.read(data, constraints)
-    _remember(given, recognizer, [(0, data, reading)])
-    return _answer({"success": True, **_reading(reading)}, recognizer)
+    details = given.get("details", False)
+    reading = recognizer.read(data, constraints, details)
+    _remember(given, recognizer, [(0, data, reading)])  # a refused reading may be reported too
+    refusal = _judged(recognizer, reading, constraints, given)
+    if refusal is not None:
+        raise refusal
+    return _answer({"success": True, **_reading(reading, details)}, recognizer)
 
 
 @bp.post("/predict-batch")
@@ -238,7 +269,8 @@ def predict_batch():
     """Read several captchas in one model call; a bad image fails only its own entry.
 
     JSON {"images": [...]} with base64 strings or data URLs, or multipart files, one field 'images' each. Options
-    as for /predict."""
+    as for /predict; a reading /predict would refuse (unreadable, low_confidence) fails its own entry, with the
+    reading in its error."""
     body, given = _validated()
     recognizer, constraints = _recognizer_and_constraints(given)
     settings = _settings()
@@ -247,14 +279,17 @@ def predict_batch():
     failed = Counter()
     budget = DecodeBudget(settings.max_batch_pixels)
     read = []
-    for index, outcome in enumerate(recognizer.read_each(items, constraints, budget)):
+    details = given.get("details", False)
+    for index, outcome in enumerate(recognizer.read_each(items, constraints, budget, details)):
+        if not isinstance(outcome, CaptchaError):
+            read.append((index, items[index], outcome))
+            outcome = _judged(recognizer, outcome, constraints, given) or outcome
         if isinstance(outcome, CaptchaError):
-            error = error_body(outcome.code, outcome.message)["error"]
+            error = error_body(outcome.code, outcome.message, getattr(outcome, "fields", None))["error"]
             results.append({"index": index, "success": False, "error": error})
             failed[outcome.code] += 1
         else:
-            results.append({"index": index, "success": True, **_reading(outcome)})
-            read.append((index, items[index], outcome))
+            results.append({"index": index, "success": True, **_reading(outcome, details)})
     _remember(given, recognizer, read)
     record = context.current()  # for the metrics, when they are on
     record.batch_size, record.image_errors = len(items), failed
