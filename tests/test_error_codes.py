@@ -33,6 +33,9 @@ PYTHON_CLIENT = {
     "missing_api_key": "AuthError",
     "invalid_api_key": "AuthError",
     "unknown_model": "UnknownModel",
+    # A reading the service will not vouch for: NoReading's subclasses, carrying the reading.
+    "low_confidence": "LowConfidence",
+    "unreadable": "Unreadable",
     "rate_limited": "RateLimited",
     "model_unavailable": "ServiceUnavailable",
     "server_busy": "ServiceUnavailable",

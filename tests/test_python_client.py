@@ -22,13 +22,18 @@ from captcha_ocr_client import (  # noqa: E402
     AuthError,
     CaptchaClient,
     CaptchaError,
+    CharacterConfidence,
+    Details,
     InvalidInput,
+    LowConfidence,
     NetworkError,
+    NoReading,
     Prediction,
     RateLimited,
     RequestTimeout,
     ServiceUnavailable,
     UnknownModel,
+    Unreadable,
     parse_retry_after,
 )
 from PIL import Image
@@ -265,6 +270,68 @@ def test_bad_options_raise_invalid_input(two_models, samples, method, options):
     assert (caught.value.status, caught.value.code) == (400, "invalid_parameter")
 
 
+BLANK_PNG = encode(Image.new("RGB", (200, 60), "white"), "PNG")
+
+
+@pytest.mark.parametrize(("method", "form"), [("predict_bytes", "bytes"), ("predict_base64", "base64")])
+def test_a_reading_below_min_confidence_raises_low_confidence_with_the_reading(service, samples, method, form):
+    png = samples[0][0]
+    with CaptchaClient(service, api_key=KEY) as client:
+        call = getattr(client, method)
+        read = call(as_form(png, form, None))
+        assert read.text and read.confidence < 1
+        with pytest.raises(LowConfidence) as caught:
+            call(as_form(png, form, None), min_confidence=1)
+        assert call(as_form(png, form, None), min_confidence=0).text == read.text  # 0 answers every reading
+    error = caught.value
+    assert isinstance(error, NoReading) and not isinstance(error, InvalidInput)
+    assert (error.status, error.code, error.prediction) == (422, "low_confidence", read.text)
+    assert error.confidence == pytest.approx(read.confidence, abs=1e-4) and error.details is None
+    assert "below min_confidence" in error.message
+
+
+@pytest.mark.parametrize(("method", "form"), [("predict_bytes", "bytes"), ("predict_base64", "data_url")])
+def test_a_blank_image_raises_unreadable(service, method, form):
+    with CaptchaClient(service, api_key=KEY) as client:
+        with pytest.raises(Unreadable) as caught:
+            getattr(client, method)(as_form(BLANK_PNG, form, None), min_confidence=0)
+    error = caught.value
+    assert isinstance(error, NoReading) and (error.status, error.code, error.prediction) == (422, "unreadable", "")
+    assert "no characters" in error.message
+
+
+@pytest.mark.parametrize(("method", "form"), [("predict_file", "file"), ("predict_base64", "base64")])
+def test_details_give_each_character_and_the_runner_up(service, samples, tmp_path, method, form):
+    png = samples[1][0]
+    with CaptchaClient(service, api_key=KEY) as client:
+        call = getattr(client, method)
+        plain = call(as_form(png, form, tmp_path))
+        read = call(as_form(png, form, tmp_path), details=True)
+        with pytest.raises(LowConfidence) as caught:
+            call(as_form(png, form, tmp_path), details=True, min_confidence=1)
+    assert plain.details is None and (read.text, read.confidence) == (plain.text, plain.confidence)
+    assert isinstance(read.details, Details) and read.raw["details"]["characters"]
+    assert all(isinstance(c, CharacterConfidence) and 0 <= c.confidence <= 1 for c in read.details.characters)
+    assert "".join(c.char for c in read.details.characters) == read.text
+    second = read.details.runner_up
+    assert second is not None and second.text != read.text and 0 <= second.confidence <= read.confidence
+    assert caught.value.details == read.details  # a refusal carries them too
+
+
+def test_batch_refuses_entry_by_entry_with_the_reading(service, samples):
+    png = samples[0][0]
+    with CaptchaClient(service, api_key=KEY) as client:
+        text = client.predict_bytes(png).text
+        good, blank = client.predict_batch([png, BLANK_PNG], details=True)
+        (strict,) = client.predict_batch([png], min_confidence=1)
+    assert good["success"] is True and good["prediction"] == text
+    assert "".join(c["char"] for c in good["details"]["characters"]) == text
+    assert blank["success"] is False and blank["index"] == 1
+    assert (blank["error"]["code"], blank["error"]["prediction"]) == ("unreadable", "")
+    assert strict["success"] is False and strict["error"]["code"] == "low_confidence"
+    assert strict["error"]["prediction"] == text and 0 <= strict["error"]["confidence"] <= 1
+
+
 @pytest.mark.parametrize(
     ("api_key", "code"), [("wrong-key-0123456789abcdef", "invalid_api_key"), (None, "missing_api_key")]
 )
@@ -471,6 +538,8 @@ def check_readme_output(output: str, text: str) -> None:
     assert "3 invalid_base64" in output and "refused: 400 invalid_image" in output, output
     assert "[('captcha-v2', False), ('fssp', True)]" in output and "no such model: 404 unknown_model" in output, output
     assert re.search(r"^[2456789]{5}$", output, flags=re.M), output  # the reading under charset and length
+    assert f"refused: low_confidence {text} " in output and f"0 low_confidence {text}" in output, output
+    assert re.search(r"^RunnerUp\(text='[^']+', confidence=0(\.\d+)?\)$", output, flags=re.M), output
 
 
 def test_readme_examples_run_as_written_on_the_default_keyless_service(open_service, monkeypatch, capsys):

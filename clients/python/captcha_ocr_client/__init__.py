@@ -24,27 +24,74 @@ __all__ = [
     "AuthError",
     "CaptchaClient",
     "CaptchaError",
+    "CharacterConfidence",
+    "Details",
     "InvalidInput",
+    "LowConfidence",
     "NetworkError",
+    "NoReading",
     "Prediction",
     "RateLimited",
     "RequestTimeout",
+    "RunnerUp",
     "ServiceUnavailable",
     "UnknownModel",
+    "Unreadable",
     "parse_retry_after",
 ]
 
 ImageInput = bytes | bytearray | memoryview | str | os.PathLike[str]
+Option = str | int | float | bool
 RETRY_STATUSES = frozenset({429, 503})
 
 
 @dataclass(frozen=True)
+class CharacterConfidence:
+    """One character of a reading and its confidence, in [0, 1]."""
+
+    char: str
+    confidence: float
+
+
+@dataclass(frozen=True)
+class RunnerUp:
+    """The likeliest other reading (a character swapped, one fewer or one more) and its confidence."""
+
+    text: str
+    confidence: float
+
+
+@dataclass(frozen=True)
+class Details:
+    """What `details=True` adds to a reading: each character's confidence, in order, and the runner-up (None when
+    the model has none)."""
+
+    characters: tuple[CharacterConfidence, ...]
+    runner_up: RunnerUp | None
+
+    @classmethod
+    def from_json(cls, body: Any) -> Details | None:
+        """The service's `details` object (`{"characters": [{"char", "confidence"}, ...], "runner_up": ...}`), or
+        None when the answer has none."""
+        if not isinstance(body, dict):
+            return None
+        characters = tuple(
+            CharacterConfidence(str(item["char"]), float(item["confidence"])) for item in body.get("characters", [])
+        )
+        second = body.get("runner_up")
+        runner_up = RunnerUp(str(second["prediction"]), float(second["confidence"])) if second else None
+        return cls(characters, runner_up)
+
+
+@dataclass(frozen=True)
 class Prediction:
-    """One captcha's reading: its text and the model's probability for the whole reading, in [0, 1]."""
+    """One captcha's reading: its text and the model's probability for the whole reading, in [0, 1]; `details` when
+    the call asked for them (`details=True`), else None."""
 
     text: str
     confidence: float
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    details: Details | None = None
 
 
 class CaptchaError(Exception):
@@ -85,6 +132,38 @@ class ServiceUnavailable(CaptchaError):
     """503 after every retry: the service has no model loaded (or a proxy in front of it is down)."""
 
 
+class NoReading(CaptchaError):
+    """422: the service read the image but will not vouch for the reading. The reading comes with the error:
+    `prediction` (the text read, "" when none), `confidence` and, when asked for, `details`. Refresh the captcha
+    and read the new one, or fall back to another reader."""
+
+    def __init__(
+        self,
+        message: str,
+        status: int | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+        *,
+        prediction: str = "",
+        confidence: float = 0.0,
+        details: Details | None = None,
+    ):
+        super().__init__(message, status, code, retry_after)
+        self.prediction = prediction
+        self.confidence = confidence
+        self.details = details
+
+
+class LowConfidence(NoReading):
+    """422 `low_confidence`: the reading is less sure than `min_confidence` (the call's, else the model's own
+    default, `min_confidence` in `models()`). `min_confidence=0` returns every reading instead."""
+
+
+class Unreadable(NoReading):
+    """422 `unreadable`: no characters were read, a number of them outside the model's trained lengths (when no
+    `length` is given), or the model cannot tell how many characters the image holds (noise, a blank image)."""
+
+
 class NetworkError(CaptchaError):
     """No HTTP answer: connection refused or reset, DNS failure, and so on. `status` is None."""
 
@@ -103,7 +182,11 @@ ERRORS_BY_STATUS: dict[int, type[CaptchaError]] = {
     429: RateLimited,
     503: ServiceUnavailable,
 }
-ERRORS_BY_CODE: dict[str, type[CaptchaError]] = {"unknown_model": UnknownModel}
+ERRORS_BY_CODE: dict[str, type[CaptchaError]] = {
+    "unknown_model": UnknownModel,
+    "low_confidence": LowConfidence,
+    "unreadable": Unreadable,
+}
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -128,7 +211,10 @@ class CaptchaClient:
 
     Every predict method takes the keyword-only options `model` (the name of a served model, see `models()`;
     default: the service's default model), `charset` (the characters the reading may use, from the model's
-    alphabet) and `length` (an exact length, 5 or "5", or a range "4-6"); the service checks them.
+    alphabet), `length` (an exact length, 5 or "5", or a range "4-6"), `min_confidence` (0 to 1: a less sure
+    reading raises `LowConfidence`; default: the model's own, 0 returns every reading) and `details` (True: each
+    character's confidence and the runner-up reading); the service checks them. A reading the service will not
+    vouch for raises a `NoReading` (`LowConfidence` or `Unreadable`) that carries it.
 
     `timeout` (seconds) bounds connecting and each wait for data on every call. 429 and 503 answers are retried up
     to `retries` times, waiting what Retry-After says (at least the back-off, since servers round it down); when the
@@ -165,11 +251,14 @@ class CaptchaClient:
         model: str | None = None,
         charset: str | None = None,
         length: int | str | None = None,
+        min_confidence: float | None = None,
+        details: bool = False,
     ) -> Prediction:
         """Read the captcha in an image file, sent as a multipart upload."""
         path = Path(path)
         mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        return self._predict_upload(path.name, path.read_bytes(), mime, _options(model, charset, length))
+        options = _options(model, charset, length, min_confidence, details)
+        return self._predict_upload(path.name, path.read_bytes(), mime, options)
 
     def predict_bytes(
         self,
@@ -178,9 +267,11 @@ class CaptchaClient:
         model: str | None = None,
         charset: str | None = None,
         length: int | str | None = None,
+        min_confidence: float | None = None,
+        details: bool = False,
     ) -> Prediction:
         """Read the captcha in encoded image bytes (PNG, JPEG, ...), sent as a multipart upload."""
-        options = _options(model, charset, length)
+        options = _options(model, charset, length, min_confidence, details)
         return self._predict_upload("captcha", bytes(data), "application/octet-stream", options)
 
     def predict_base64(
@@ -190,9 +281,11 @@ class CaptchaClient:
         model: str | None = None,
         charset: str | None = None,
         length: int | str | None = None,
+        min_confidence: float | None = None,
+        details: bool = False,
     ) -> Prediction:
         """Read a captcha given as a base64 string or a data URL (`data:image/png;base64,...`)."""
-        body = {"image": text, **_options(model, charset, length)}
+        body = {"image": text, **_options(model, charset, length, min_confidence, details)}
         return self._prediction(self._call("POST", "/predict", json=body))
 
     def predict_batch(
@@ -202,15 +295,20 @@ class CaptchaClient:
         model: str | None = None,
         charset: str | None = None,
         length: int | str | None = None,
+        min_confidence: float | None = None,
+        details: bool = False,
     ) -> list[dict[str, Any]]:
         """Read several captchas in one call: bytes, paths (Path objects) and base64 strings or data URLs.
 
         Returns the service's per-image results in order, e.g. `{"index": 0, "success": true, "prediction": "...",
-        "confidence": 0.98}` or `{"index": 1, "success": false, "error": {"code": ..., "message": ...}}`: one bad
-        image fails only its own entry. A `str` is always taken as base64; pass file names as `Path`. The options
-        apply to every image.
+        "confidence": 0.98}` (with `"details"` when asked for) or `{"index": 1, "success": false, "error": {"code":
+        ..., "message": ...}}`: one bad image fails only its own entry, nothing is raised for it. An entry refused
+        as `/predict` would refuse it (`low_confidence`, `unreadable`) carries its reading in the error:
+        `"prediction"`, `"confidence"` (and `"details"`). A `str` is always taken as base64; pass file names as
+        `Path`. The options apply to every image.
         """
-        payload = {"images": [_as_base64(image) for image in images], **_options(model, charset, length)}
+        options = _options(model, charset, length, min_confidence, details)
+        payload = {"images": [_as_base64(image) for image in images], **options}
         return self._call("POST", "/predict-batch", json=payload)["results"]
 
     def health(self) -> dict[str, Any]:
@@ -224,7 +322,8 @@ class CaptchaClient:
 
     def models(self) -> list[dict[str, Any]]:
         """The served models from `/info`: `name`, `alphabet`, `min_sequence_length`, `max_sequence_length`,
-        `accuracy`, `runtime`, `path`, `image_size` and `default` (true for the one used when `model` is not given)."""
+        `min_confidence` (the model's default), `accuracy`, `runtime`, `version`, `image_size` and `default` (true
+        for the one used when `model` is not given)."""
         return self.info()["models"]
 
     def close(self) -> None:
@@ -243,13 +342,15 @@ class CaptchaClient:
     def __repr__(self) -> str:
         return f"CaptchaClient({self.base_url!r}, api_key={'***' if self.api_key else None}, timeout={self.timeout})"
 
-    def _predict_upload(self, name: str, data: bytes, mime: str, options: dict[str, str | int]) -> Prediction:
-        fields = {key: str(value) for key, value in options.items()}
+    def _predict_upload(self, name: str, data: bytes, mime: str, options: dict[str, Option]) -> Prediction:
+        # Form fields are text: True goes as "true", which the service reads as JSON's true.
+        fields = {key: str(value).lower() if isinstance(value, bool) else str(value) for key, value in options.items()}
         return self._prediction(self._call("POST", "/predict", files={"image": (name, data, mime)}, data=fields))
 
     @staticmethod
     def _prediction(body: dict[str, Any]) -> Prediction:
-        return Prediction(text=body["prediction"], confidence=float(body["confidence"]), raw=body)
+        details = Details.from_json(body.get("details"))
+        return Prediction(text=body["prediction"], confidence=float(body["confidence"]), raw=body, details=details)
 
     def _call(
         self, method: str, path: str, *, ok_statuses: tuple[int, ...] = (200,), retry: bool = True, **kwargs: Any
@@ -288,10 +389,15 @@ class CaptchaClient:
             attempt += 1
 
 
-def _options(model: str | None, charset: str | None, length: int | str | None) -> dict[str, str | int]:
-    """The options that were given, as the service's field names."""
-    given = {"model": model, "charset": charset, "length": length}
-    return {key: value for key, value in given.items() if value is not None}
+def _options(
+    model: str | None, charset: str | None, length: int | str | None, min_confidence: float | None, details: bool
+) -> dict[str, Option]:
+    """The options that were given, as the service's field names (details only when asked for)."""
+    given = {"model": model, "charset": charset, "length": length, "min_confidence": min_confidence}
+    options: dict[str, Option] = {key: value for key, value in given.items() if value is not None}
+    if details:
+        options["details"] = True
+    return options
 
 
 def _as_base64(image: ImageInput) -> str:
@@ -321,4 +427,16 @@ def _error_from(response: requests.Response) -> CaptchaError:
     # Retry-After only means "come back then" on the statuses worth retrying
     retry_after = parse_retry_after(response.headers.get("Retry-After")) if status in RETRY_STATUSES else None
     kind = ERRORS_BY_CODE.get(code) or ERRORS_BY_STATUS.get(status, CaptchaError)
+    if issubclass(kind, NoReading) and isinstance(error, dict):
+        return kind(message, status, code, retry_after, **_refused_reading(error))
     return kind(message, status, code, retry_after)
+
+
+def _refused_reading(error: dict[str, Any]) -> dict[str, Any]:
+    """The reading a low_confidence or unreadable error carries, as NoReading's keyword arguments."""
+    confidence = error.get("confidence")
+    return {
+        "prediction": str(error.get("prediction") or ""),
+        "confidence": float(confidence) if isinstance(confidence, int | float) else 0.0,
+        "details": Details.from_json(error.get("details")),
+    }
