@@ -78,6 +78,12 @@ def _evaluate(args) -> int:
     return evaluate_main(args)
 
 
+def _kfold(args) -> int:
+    from .training.kfold import main as kfold_main
+
+    return kfold_main(args)
+
+
 def _export(args) -> int:
     from .training.export import export_onnx
 
@@ -258,6 +264,18 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=int, default=64, help="images per model call")
     ev.add_argument("--ddddocr", action="store_true", help="read the same images with ddddocr too, in the same run")
     ev.add_argument("--errors-sheet", metavar="FILE.png", help="draw the misread images, label and reading, in a PNG")
+    ev.add_argument(
+        "--degrade",
+        action="store_true",
+        help="also read each image degraded (thumbnails, blur, heavy JPEG, noise) for the confidence figures",
+    )
+    ev.add_argument(
+        "--kfold",
+        metavar="WORK_DIR",
+        help="read each image with the fold model that did not train on it (made by `captcha-ocr kfold`), not --model",
+    )
+    ev.add_argument("--risk-coverage", metavar="FILE.png", help="draw the confidence's risk-coverage curve in a PNG")
+    ev.add_argument("--readings", metavar="FILE.jsonl", help="write every reading (label, reading, confidence, kind)")
     ev.set_defaults(func=_evaluate)
 
     au = _command(
@@ -271,7 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
         "rewritten.",
     )
     au.add_argument("--data", required=True, help="labelled folder (labels.csv, or images named by their text)")
-    au.add_argument("--model", required=True, help="a model that did not train on these images: " + MODEL_HELP)
+    which = au.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="a model that did not train on these images: " + MODEL_HELP)
+    which.add_argument(
+        "--kfold", metavar="WORK_DIR", help="the fold models of `captcha-ocr kfold` on DATA: each image read by its own"
+    )
     au.add_argument("--runtime", default="onnx", choices=["keras", "onnx"], help="which of the model's files reads")
     au.add_argument("--out", default="runs/audit", help="where the audit is written (default: runs/audit)")
     au.add_argument(
@@ -279,6 +301,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     au.add_argument("--top", type=int, default=40, help="disagreements listed and drawn on the sheet")
     au.set_defaults(func=_audit)
+
+    kf = _command(
+        sub,
+        "kfold",
+        "train K models on a labelled folder, each without one fold: every image read by a model that never saw it",
+        "Deals DATA's images into K folds and trains a model on all but each fold (with any generated data), the fold "
+        "left out altogether: the epoch is chosen on generated validation images, or the last is kept. Then "
+        "`evaluate --kfold WORK_DIR` measures on every image, and `audit --kfold WORK_DIR` finds label slips. "
+        "A finished fold is kept and an unfinished one resumed when the command is run again.",
+    )
+    kf.add_argument("--data", required=True, help="labelled folder (labels.csv, or images named by their text)")
+    kf.add_argument("--folds", type=int, default=5, help="K: models trained, images held out by each (default 5)")
+    kf.add_argument("--work-dir", required=True, help="where the fold runs go, e.g. runs/kfold-NAME")
+    kf.add_argument("--synthetic", action="append", default=[], help="generated folder trained on too (repeatable)")
+    kf.add_argument("--init-from", help="start each fold from this model (one that did not train on DATA)")
+    kf.add_argument("--epochs", type=int, default=6, help="epochs per fold")
+    kf.add_argument("--real-repeat", type=int, default=20, help="times each image is seen per epoch")
+    kf.add_argument("--synthetic-per-epoch", type=int, default=4000, help="generated images drawn per epoch")
+    kf.add_argument("--learning-rate", type=float, default=5e-4, help="peak learning rate")
+    kf.add_argument("--seed", type=int, default=0, help="seed of the folds, sampling and augmentation")
+    kf.set_defaults(func=_kfold)
 
     ex = _command(sub, "export", "write the ONNX artifact beside a Keras model")
     ex.add_argument("--model", default=str(ModelArtifact(DEFAULT_MODEL).keras), help="Keras model to convert")

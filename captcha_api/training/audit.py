@@ -77,8 +77,18 @@ def write(findings: list[Finding], data: Path, out: Path, min_confidence: float,
     return summary
 
 
+def from_kfold(work_dir: Path) -> list[Finding]:
+    """Every image of a k-fold plan's folder, read by the fold model that did not train on it (kfold.py)."""
+    from .kfold import pooled
+
+    return [Finding(r.file, r.label, r.reading, round(r.confidence, 4)) for r in pooled(work_dir)]
+
+
 def main(args) -> int:
-    findings = read_all(Path(args.data), args.model, args.runtime)
+    if args.kfold:
+        findings = from_kfold(Path(args.kfold))
+    else:
+        findings = read_all(Path(args.data), args.model, args.runtime)
     summary = write(findings, Path(args.data), Path(args.out), args.min_confidence, args.top)
     found = summary["disagreements"]
     print(f"images        {summary['images']}")

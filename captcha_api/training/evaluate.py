@@ -8,6 +8,7 @@ import json
 import logging
 import time
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,92 @@ def score(truths: list[str], guesses: list[str]) -> dict:
     }
 
 
+REJECTION = 0.05  # the share of least confident readings a pipeline is assumed to refuse
+
+
+def confidence_figures(correct: list[bool], scores: list[float], rejection: float = REJECTION) -> dict:
+    """How well confidence separates right from wrong readings: AUROC (the chance a right reading is more confident
+    than a wrong one, ties half), and the share of the wrong readings among the `rejection` least confident
+    (ties at the cut shared out in proportion). `scores` rank the readings: a reading the service refuses whatever
+    the threshold (unreadable) should come first, e.g. as -1."""
+    right = np.asarray(correct, dtype=bool)
+    score = np.asarray(scores, dtype=np.float64)
+    n, wrong = len(right), int((~right).sum())
+    figures: dict = {"errors": wrong, "rejection": rejection}
+    if n == 0 or wrong == 0 or wrong == n:
+        return figures | {"auroc": None, "errors_caught": None}
+    # Mann-Whitney: average ranks over ties
+    order = np.argsort(score, kind="stable")
+    ranks = np.empty(n)
+    ranks[order] = np.arange(1, n + 1)
+    _, inverse = np.unique(score, return_inverse=True)
+    ranks = (np.bincount(inverse, ranks) / np.bincount(inverse))[inverse]
+    n_right = int(right.sum())
+    auroc = (ranks[right].sum() - n_right * (n_right + 1) / 2) / (n_right * wrong)
+    cut = rejection * n
+    threshold = np.sort(score)[int(np.ceil(cut)) - 1] if cut >= 1 else -np.inf
+    below = score < threshold
+    at = score == threshold
+    room = cut - below.sum()  # how many of the tied readings at the cut are refused
+    caught = (~right & below).sum() + (room / at.sum() if at.any() else 0.0) * (~right & at).sum()
+    return figures | {"auroc": round(float(auroc), 4), "errors_caught": round(float(caught / wrong), 4)}
+
+
+def risk_coverage(correct: list[bool], scores: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """(coverage, risk): answering only the most confident readings, the share answered and the share of those
+    wrong, from the surest reading alone to every one."""
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    wrong = ~np.asarray(correct, dtype=bool)[order]
+    answered = np.arange(1, len(order) + 1)
+    return answered / len(order), np.cumsum(wrong) / answered
+
+
+def ranking_score(confidence: float, refused: str | None) -> float:
+    """A reading's place in the ranking: its confidence, or -1 when the service refuses it whatever the threshold."""
+    return -1.0 if refused else confidence
+
+
+def pool_figures(rows) -> dict:
+    """Figures of a pool of readings (kfold.Row: clean and degraded): exact match per kind, and how well the
+    confidence ranks them (confidence_figures), unreadable ones first."""
+    kinds = sorted({r.kind for r in rows}, key=lambda k: (k != "clean", k))
+    correct = [r.reading == r.label for r in rows]
+    return {
+        "readings": len(rows),
+        "exact_by_kind": {
+            k: round(float(np.mean([r.reading == r.label for r in rows if r.kind == k])), 4) for k in kinds
+        },
+        "refused_unreadable": sum(r.refused is not None for r in rows),
+        **confidence_figures(correct, [ranking_score(r.confidence, r.refused) for r in rows]),
+    }
+
+
+def draw_risk_coverage(rows, path: Path, title: str) -> Path:
+    """The risk-coverage curve of a pool as a PNG: the error rate among the readings answered, against the share
+    answered, the least confident refused first."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    correct = [r.reading == r.label for r in rows]
+    coverage, risk = risk_coverage(correct, [ranking_score(r.confidence, r.refused) for r in rows])
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot(100 * coverage, 100 * risk, color="tab:blue")
+    ax.axvline(100 * (1 - REJECTION), color="grey", linestyle=":", label=f"{REJECTION:.0%} least confident refused")
+    ax.set_xlabel("readings answered (%), the least confident refused")
+    ax.set_ylabel("wrong among those answered (%)")
+    ax.set_xlim(50, 100)
+    ax.set_ylim(0, max(0.5, 110 * float(risk[-1])))
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def labelled_paths(data_dirs: list[Path], files: set[str] | None) -> tuple[list[Path], list[str]]:
     paths, truths = [], []
     for folder in map(read_labels, data_dirs):
@@ -110,6 +197,7 @@ def evaluate(
 
 
 RECORDED = (
+    "confidence",
     "data",
     "n",
     "exact_match",
@@ -162,13 +250,29 @@ def ddddocr_figures(paths: list[Path], truths: list[str], alphabet: str) -> dict
 
 
 def main(args) -> int:
+    from .degrade import DEGRADATIONS
+    from .kfold import pooled, read_rows
+
+    kinds = tuple(DEGRADATIONS) if getattr(args, "degrade", False) else ()
     files = None
     if args.files:
         files = {line.strip() for line in Path(args.files).read_text(encoding="utf-8").splitlines() if line.strip()}
     if getattr(args, "holdout", False):
         meta = ModelArtifact.at(args.model).metadata()
         files = set(meta.training.get("holdout_files", []))
-    figures, mistakes = evaluate(args.model, [Path(d) for d in args.data], args.runtime, files, args.batch_size)
+    if getattr(args, "kfold", None):
+        rows = pooled(Path(args.kfold), kinds, args.runtime if args.runtime != "auto" else "onnx")
+        clean = [r for r in rows if r.kind == "clean"]
+        figures = score([r.label for r in clean], [r.reading for r in clean])
+        figures.update(data=[str(d) for d in args.data], model=f"{args.kfold} (each fold's model on its own fold)")
+        figures.update(ms_per_image=None, ms_per_image_batch1=None, batch_size=None, runtime="onnx")
+        mistakes = [(r.file, r.label, r.reading, round(r.confidence, 3)) for r in clean if r.reading != r.label]
+    else:
+        figures, mistakes = evaluate(args.model, [Path(d) for d in args.data], args.runtime, files, args.batch_size)
+        recognizer = Recognizer(args.model, args.runtime)
+        paths, truths = labelled_paths([Path(d) for d in args.data], files)
+        rows = read_rows(recognizer, list(zip(paths, truths)), kinds)
+    figures["confidence"] = pool_figures(rows)
     if getattr(args, "ddddocr", False):
         paths, truths = labelled_paths([Path(d) for d in args.data], files)
         alphabet = ModelArtifact.at(args.model).metadata().alphabet
@@ -179,10 +283,20 @@ def main(args) -> int:
     print(f"length errors     {figures['length_errors']}")
     print(f"exact by length   {figures['exact_by_length']}")
     print(f"confusions        {', '.join(f'{t}->{g} x{c}' for t, g, c in figures['confusions']) or 'none'}")
+    if figures["ms_per_image"] is not None:
+        print(
+            f"ms per image      {figures['ms_per_image']} (batch {figures['batch_size']}), "
+            f"{figures['ms_per_image_batch1']} (batch 1), {figures['runtime']} runtime"
+        )
+    pool = figures["confidence"]
+    print(f"pool              {pool['readings']} readings: {pool['exact_by_kind']}")
     print(
-        f"ms per image      {figures['ms_per_image']} (batch {figures['batch_size']}), "
-        f"{figures['ms_per_image_batch1']} (batch 1), {figures['runtime']} runtime"
+        f"confidence        AUROC {pool['auroc']}, {pool['errors_caught']} of the {pool['errors']} wrong readings "
+        f"among the {pool['rejection']:.0%} least confident ({pool['refused_unreadable']} refused as unreadable)"
     )
+    if getattr(args, "risk_coverage", None):
+        title = f"{', '.join(Path(d).name for d in args.data)}: {pool['readings']} readings, {pool['errors']} wrong"
+        print(f"risk-coverage     {draw_risk_coverage(rows, Path(args.risk_coverage), title)}")
     peer = figures.get("ddddocr")
     if peer:
         print(
@@ -200,6 +314,10 @@ def main(args) -> int:
         print(f"errors sheet      {draw(rows, Path(args.errors_sheet), f'misread by {Path(args.model).name}')}")
     if args.record:
         record(args.model, args.record, figures, holdout=bool(getattr(args, "holdout", False)))
+    if getattr(args, "readings", None):
+        Path(args.readings).write_text(
+            "".join(json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
+        )
     if args.json:
         print(json.dumps(figures, ensure_ascii=False))
     return 0

@@ -37,6 +37,9 @@ class TrainConfig:
     # Labelled folders held out whole (never trained on), instead of a share of `real`: fine-tuning on a handful of
     # reported images keeps every one of them for training and is measured on these.
     holdout: list[Path] = field(default_factory=list)
+    # Real images left out of the run altogether, by file name: a k-fold run's held-out fold (kfold.py), measured
+    # afterwards, never seen, not even to choose the epoch.
+    exclude: frozenset[str] = frozenset()
     val_real: int = 80
     val_fraction: float | None = None  # instead of val_real: this share of the real images, 20 to 300 of them
     epochs: int = 30
@@ -232,6 +235,8 @@ def train(config: TrainConfig) -> Path:
     config.work_dir.mkdir(parents=True, exist_ok=True)
     synthetic = concat([read_labels(p) for p in config.synthetic])
     real = concat([read_labels(p) for p in config.real])
+    if config.exclude:
+        real = real.subset([i for i, path in enumerate(real.files) if path.name not in config.exclude])
     if not len(synthetic) and not len(real):
         raise ValueError("no training data: give --synthetic and/or --real folders")
     if config.holdout:
