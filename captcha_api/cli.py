@@ -52,6 +52,7 @@ def _train(args) -> int:
         val_real=args.val_real if args.val_real is not None else 80,
         val_fraction=val_fraction,
         epochs=args.epochs,
+        max_minutes=args.max_minutes,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         real_repeat=args.real_repeat if args.real_repeat is not None else (None if own_style else 20),
@@ -224,7 +225,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--val-real", type=int, help="real images held out for validation (default 80 with --real)")
     tr.add_argument("--val-fraction", type=float, help="share held out for validation (default 0.15 with --data)")
-    tr.add_argument("--epochs", type=int, default=30, help="epochs in all, a resumed run's counted")
+    tr.add_argument(
+        "--epochs",
+        type=int,
+        help="epochs in all, a resumed run's counted, on a cosine schedule (default: until the held-out figure stops "
+        "improving for --patience epochs, halving the learning rate on each plateau)",
+    )
+    tr.add_argument(
+        "--max-minutes", type=float, help="time budget: stop after the first epoch that ends past this much training"
+    )
     tr.add_argument("--batch-size", type=int, default=64, help="images per training step")
     tr.add_argument(
         "--learning-rate", type=float, default=1e-3, help="peak learning rate: 0.3x for the first epoch, then cosine"

@@ -5,8 +5,16 @@ import pytest
 
 pytest.importorskip("keras", reason="training dependencies (requirements-train.txt) are not installed")
 
+from captcha_api.core.alphabet import PAD  # noqa: E402
 from captcha_api.training.data import LabelledFolder, augment, split_holdout  # noqa: E402
-from captcha_api.training.train import TrainConfig, cosine_lr, selection_score  # noqa: E402
+from captcha_api.training.train import (  # noqa: E402
+    PLATEAU,
+    TrainConfig,
+    cosine_lr,
+    has_doubled,
+    plateau_lr,
+    selection_score,
+)
 
 
 def test_selection_prefers_real_then_generated_exact_then_low_loss():
@@ -47,3 +55,22 @@ def test_augment_keeps_shape_range_and_is_seeded():
     assert 0.0 <= first.min() and first.max() <= 1.0
     assert np.array_equal(first, second)
     assert np.array_equal(augment(images, np.random.default_rng(5), 0.0), images / np.float32(255))
+
+
+def test_open_ended_training_halves_the_rate_on_each_plateau():
+    config = TrainConfig(learning_rate=1e-3, epochs=None)
+    figures = [0.5, 0.8, 0.9, 0.9, 0.9, 0.9, 0.95, 0.95, 0.95, 0.95, 0.95, 0.95, 0.95]
+    state = {"history": [{"epoch": i + 1, "val_exact": v, "val_loss": 1.0} for i, v in enumerate(figures)]}
+    rates = [plateau_lr(epoch, state, config) for epoch in range(len(figures) + 1)]
+    assert rates[0] == pytest.approx(3e-4) and rates[1] == pytest.approx(1e-3)
+    # best at epoch 3; epochs 4-6 do not improve: halved after the third of them
+    assert rates[3:6] == [pytest.approx(1e-3)] * 3 and rates[6] == pytest.approx(5e-4)
+    # a new best at epoch 7 keeps the rate; PLATEAU more epochs without one halve it again
+    assert rates[7] == pytest.approx(5e-4) and rates[7 + PLATEAU] == pytest.approx(2.5e-4)
+    assert rates[7 + 2 * PLATEAU] == pytest.approx(1.25e-4)
+
+
+def test_doubled_characters_are_found_in_encoded_labels():
+    assert has_doubled(np.array([3, 4, 4, 1, PAD, PAD]))
+    assert not has_doubled(np.array([3, 4, 3, 4, 1, PAD]))
+    assert not has_doubled(np.array([PAD, PAD, PAD]))

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..core.alphabet import FSSP, Alphabet
+from ..core.alphabet import FSSP, PAD, Alphabet
 from ..core.artifact import ModelArtifact, ModelMetadata
 from ..core.decoding import greedy_decode_batch
 from .data import LabelledFolder, augment, encode_labels, load_images, read_labels, split_holdout
@@ -42,7 +42,11 @@ class TrainConfig:
     exclude: frozenset[str] = frozenset()
     val_real: int = 80
     val_fraction: float | None = None  # instead of val_real: this share of the real images, 20 to 300 of them
-    epochs: int = 30
+    # None: until the held-out figure stops improving (`patience` epochs without a better one), at most MAX_EPOCHS;
+    # the learning rate is halved after every PLATEAU epochs without improvement. A number: that many epochs, on a
+    # cosine schedule, stopping early after `patience`.
+    epochs: int | None = 30
+    max_minutes: float | None = None  # stop after the first epoch that ends past this much training time
     batch_size: int = 64
     learning_rate: float = 1e-3
     real_repeat: int | None = 20  # None: enough to make SAMPLES_PER_EPOCH
@@ -61,6 +65,12 @@ class TrainConfig:
 
 
 SAMPLES_PER_EPOCH = 16000
+MAX_EPOCHS = 300
+PLATEAU = 3
+# Real images whose label holds the same character twice in a row are seen this many times as often: a doubled
+# letter needs the network to put a blank between its two halves, the rarest thing in most folders to learn
+# ("gg" read as "g" was half the misses of a 1,500-image folder trained without it).
+DOUBLED_WEIGHT = 2
 # 25 time steps: a reading longer than this could not fit once repeated characters need a blank between them.
 MAX_READABLE_LENGTH = 12
 
@@ -95,7 +105,8 @@ class MixedBatches(keras.utils.PyDataset):
         self.y = np.concatenate([syn_y, real_y]) if len(real_y) else syn_y
         self.is_real = np.r_[np.zeros(len(syn_x), bool), np.ones(len(real_x), bool)]
         self.n_syn = len(syn_x)
-        self.real_index = np.repeat(np.arange(len(syn_x), len(self.x)), config.real_repeat)
+        times = np.where([has_doubled(row) for row in real_y], DOUBLED_WEIGHT, 1) * config.real_repeat
+        self.real_index = np.repeat(np.arange(len(syn_x), len(self.x)), times.astype(np.int64))
         self.config = config
         self.epoch = 0
         self.on_epoch_end()
@@ -123,6 +134,12 @@ class MixedBatches(keras.utils.PyDataset):
         return batch, self.y[ids]
 
 
+def has_doubled(encoded: np.ndarray) -> bool:
+    """Whether an encoded label (encode_labels: classes, then PAD) holds the same character twice in a row."""
+    label = encoded[encoded != PAD]
+    return bool(len(label) > 1 and (label[1:] == label[:-1]).any())
+
+
 class Progress(keras.callbacks.Callback):
     """Exact match on held-out real and generated images each epoch; keeps the best serving model,
     checkpoints for resume, stops early, draws the training curve."""
@@ -139,8 +156,10 @@ class Progress(keras.callbacks.Callback):
         self.started = time.monotonic()
 
     def on_epoch_begin(self, epoch, logs=None):
-        lr = cosine_lr(epoch, self.config)
-        self.model.optimizer.learning_rate.assign(lr)
+        if self.config.epochs is not None:
+            self.model.optimizer.learning_rate.assign(cosine_lr(epoch, self.config))
+        else:
+            self.model.optimizer.learning_rate.assign(plateau_lr(epoch, self.state, self.config))
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
@@ -166,6 +185,9 @@ class Progress(keras.callbacks.Callback):
         plot_curve(self.state["history"], self.config.work_dir / "curve.png")
         if epoch + 1 - self.state["best_epoch"] >= self.config.patience:
             log.info("no improvement for %d epochs: stopping", self.config.patience)
+            self.model.stop_training = True
+        if self.config.max_minutes is not None and self.state["seconds"] >= 60 * self.config.max_minutes:
+            log.info("%.0f minutes of training: stopping (--max-minutes)", self.state["seconds"] / 60)
             self.model.stop_training = True
 
     def save_serving(self, serving):
@@ -203,6 +225,22 @@ def cosine_lr(epoch: int, config: TrainConfig) -> float:
         return config.learning_rate * 0.3
     progress = (epoch - warm) / max(1, config.epochs - warm)
     return max(1e-5, config.learning_rate * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def plateau_lr(epoch: int, state: dict, config: TrainConfig) -> float:
+    """Open-ended training: 0.3x for the first epoch, then the full rate, halved once for every PLATEAU epochs the
+    held-out figure has gone without improving, down to 1e-5."""
+    if epoch < 1:
+        return config.learning_rate * 0.3
+    history = state["history"]
+    best, best_epoch, halvings = None, 0, 0
+    for record in history[:epoch]:
+        score = selection_score(record)
+        if best is None or score > best:
+            best, best_epoch = score, record["epoch"]
+        elif (record["epoch"] - best_epoch) % PLATEAU == 0:
+            halvings += 1
+    return max(1e-5, config.learning_rate * 0.5**halvings)
 
 
 def plot_curve(history: list[dict], path: Path) -> None:
@@ -332,13 +370,13 @@ def train(config: TrainConfig) -> Path:
         progress.save_serving(inference_model(model))  # the checkpoint resumed from is the best so far
     model.fit(
         data,
-        epochs=config.epochs,
+        epochs=config.epochs if config.epochs is not None else MAX_EPOCHS,
         initial_epoch=state["epoch"],
         validation_data=validation_data,
-        # Keras' bar before Progress, so an epoch's bar is finished before its log line. A bar redrawn in place on a
-        # terminal; elsewhere (a log file, a pipe) one line an epoch: Keras redraws on any POSIX stdout, filling a log
-        # with escape codes and backspaces.
-        callbacks=[keras.callbacks.ProgbarLogger(), progress],
+        # Progress before Keras' bar, so that the bar's last line of an epoch shows the held-out figure Progress
+        # measured (val_exact). A bar redrawn in place on a terminal; elsewhere (a log file, a pipe) one line an
+        # epoch: Keras redraws on any POSIX stdout, filling a log with escape codes and backspaces.
+        callbacks=[progress, keras.callbacks.ProgbarLogger()],
         verbose=1 if sys.stdout.isatty() else 2,
     )
     keras_path = ModelArtifact(config.work_dir / config.name).keras
