@@ -33,6 +33,14 @@ export interface PredictOptions extends RequestOptions {
   charset?: string;
   /** An exact length (`5` or `"5"`) or a range (`"4-6"`, `"4..6"`). */
   length?: number | string;
+  /**
+   * 0 to 1, sent as `min_confidence`: a reading less sure than this is refused with a `CaptchaLowConfidenceError`
+   * (in a batch, its entry fails). Without it the model's own default applies (`min_confidence` in `models()`);
+   * `0` returns every reading.
+   */
+  minConfidence?: number;
+  /** `true`: the answer gains `details`, each character's confidence and the runner-up reading. */
+  details?: boolean;
 }
 
 /**
@@ -51,6 +59,7 @@ export type ServiceErrorCode =
   | 'invalid_image'
   | 'invalid_json'
   | 'invalid_parameter'
+  | 'low_confidence'
   | 'method_not_allowed'
   | 'missing_api_key'
   | 'missing_image'
@@ -62,6 +71,7 @@ export type ServiceErrorCode =
   | 'server_busy'
   | 'unknown_model'
   | 'unknown_request'
+  | 'unreadable'
   | 'unreadable_image'
   | 'unsupported_format'
   | 'unsupported_media_type';
@@ -75,6 +85,20 @@ export type ErrorCode = ServiceErrorCode | ClientErrorCode | (string & {});
 export interface ErrorDetail {
   code: ErrorCode;
   message: string;
+  /** `low_confidence` and `unreadable` only: the text read ('' when none). */
+  prediction?: string;
+  /** `low_confidence` and `unreadable` only: its confidence. */
+  confidence?: number;
+  /** `low_confidence` and `unreadable` with the `details` option only. */
+  details?: ReadingDetails;
+}
+
+/** What the `details` option adds to a reading. */
+export interface ReadingDetails {
+  /** Each character read, in order, with its confidence in [0, 1]. */
+  characters: Array<{ char: string; confidence: number }>;
+  /** The likeliest other reading (a character swapped, one fewer or one more); null when there is none. */
+  runner_up: { prediction: string; confidence: number } | null;
 }
 
 /** `POST /predict`. */
@@ -83,10 +107,16 @@ export interface Prediction {
   prediction: string;
   /** Probability of the whole reading, in [0, 1]. */
   confidence: number;
+  /** With the `details` option only. */
+  details?: ReadingDetails;
 }
 
+/**
+ * One image of a batch: its reading, or the error it alone failed with. A reading the service refuses
+ * (`low_confidence`, `unreadable`) fails its entry with the reading in `error.prediction` and `error.confidence`.
+ */
 export type BatchItem =
-  | { index: number; success: true; prediction: string; confidence: number }
+  | { index: number; success: true; prediction: string; confidence: number; details?: ReadingDetails }
   | { index: number; success: false; error: ErrorDetail };
 
 /** `POST /predict-batch`: one bad image fails only its own entry. */
@@ -112,6 +142,8 @@ export interface ModelInfo {
   min_sequence_length: number;
   max_sequence_length: number;
   alphabet: string;
+  /** The confidence below which this model's readings are refused when a request sets no `minConfidence`. */
+  min_confidence: number;
   accuracy: Record<string, unknown>;
 }
 
@@ -138,6 +170,8 @@ export interface Info {
  * - `predictUrl` when the image server does not answer 2xx: `status` is that server's status, `code`
  *   `image_fetch_failed`.
  * - A 2xx answer that is not JSON: `code` `invalid_response`.
+ * - A reading the service will not vouch for (422 `low_confidence`, `unreadable`): the subclasses
+ *   `CaptchaLowConfidenceError` and `CaptchaUnreadableError` of `CaptchaNoReadingError`, carrying the reading.
  * - No answer at all: the subclasses `CaptchaNetworkError` and `CaptchaTimeoutError`, with `status` 0.
  */
 export class CaptchaApiError extends Error {
@@ -155,6 +189,44 @@ export class CaptchaNetworkError extends CaptchaApiError {
 /** No complete answer within `timeout` milliseconds: `status` 0, `code` `timeout`. Not retried. */
 export class CaptchaTimeoutError extends CaptchaNetworkError {
   constructor(message: string, details?: { cause?: unknown });
+}
+
+/**
+ * 422: the service read the image but will not vouch for the reading, which comes with the error. Refresh the
+ * captcha and read the new one, or fall back to another reader.
+ */
+export class CaptchaNoReadingError extends CaptchaApiError {
+  constructor(
+    message: string,
+    reading: {
+      status?: number;
+      code: ErrorCode;
+      body?: unknown;
+      prediction?: string;
+      confidence?: number;
+      details?: ReadingDetails | null;
+    },
+  );
+  /** The text read; '' when no characters were. */
+  readonly prediction: string;
+  /** Its confidence, in [0, 1]. */
+  readonly confidence: number;
+  /** Each character's confidence and the runner-up, when the `details` option was set; else null. */
+  readonly details: ReadingDetails | null;
+}
+
+/** 422 `low_confidence`: less sure than `minConfidence` (the call's, else the model's default). */
+export class CaptchaLowConfidenceError extends CaptchaNoReadingError {
+  readonly code: 'low_confidence';
+}
+
+/**
+ * 422 `unreadable`: no characters read, a number of them outside the model's trained lengths (without `length`),
+ * or the model cannot tell how many characters the image holds (noise, a blank image). `minConfidence: 0` does not
+ * change it.
+ */
+export class CaptchaUnreadableError extends CaptchaNoReadingError {
+  readonly code: 'unreadable';
 }
 
 export class CaptchaClient {

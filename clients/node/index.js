@@ -11,7 +11,7 @@ const RETRY_STATUSES = new Set([429, 503]);
 const DEFAULT_BACKOFF_MS = 250; // first wait when a 429/503 carries no Retry-After; doubles per attempt
 const DATA_URL = /^data:[\w.+-]+\/[\w.+-]+(;[\w.+-]+(=[\w.+-]+)?)*;base64,/i;
 const BASE64 = /^[A-Za-z0-9+/_=\s-]+$/;
-const OPTION_NAMES = ['model', 'charset', 'length'];
+const TEXT_OPTIONS = ['model', 'charset', 'length'];
 
 /** A non-2xx answer from the service: `status` is the HTTP status, `code` the service's `error.code`. */
 class CaptchaApiError extends Error {
@@ -42,6 +42,35 @@ class CaptchaTimeoutError extends CaptchaNetworkError {
   }
 }
 
+/**
+ * 422: the service read the image but will not vouch for the reading, which comes with the error: `prediction`
+ * (the text read, '' when none), `confidence`, and `details` when they were asked for (else null).
+ */
+class CaptchaNoReadingError extends CaptchaApiError {
+  /**
+   * @param {string} message
+   * @param {{status?: number, code: string, body?: unknown, prediction?: string, confidence?: number,
+   *   details?: object | null}} reading
+   */
+  constructor(message, { status = 422, code, body = null, prediction = '', confidence = 0, details = null } = {}) {
+    super(message, { status, code, body });
+    this.prediction = prediction;
+    this.confidence = confidence;
+    this.details = details;
+  }
+}
+
+/** 422 `low_confidence`: the reading is less sure than `minConfidence` (the call's, else the model's default). */
+class CaptchaLowConfidenceError extends CaptchaNoReadingError {}
+
+/**
+ * 422 `unreadable`: no characters read, a number of them outside the model's trained lengths (without `length`),
+ * or the model cannot tell how many characters the image holds (noise, a blank image).
+ */
+class CaptchaUnreadableError extends CaptchaNoReadingError {}
+
+const NO_READING_ERRORS = { low_confidence: CaptchaLowConfidenceError, unreadable: CaptchaUnreadableError };
+
 class CaptchaClient {
   /**
    * @param {string | URL} baseUrl e.g. `http://127.0.0.1:5000`
@@ -70,7 +99,8 @@ class CaptchaClient {
 
   /**
    * Read one captcha: image bytes go as multipart field `image`, a base64 string or data URL as JSON; the options
-   * `model`, `charset` and `length` go along as form or JSON fields.
+   * `model`, `charset`, `length`, `minConfidence` and `details` go along as form or JSON fields. A reading the
+   * service refuses rejects with a `CaptchaNoReadingError` (low confidence, unreadable) that carries it.
    * @param {Buffer | Uint8Array | string} input
    * @param {PredictOptions} [options]
    */
@@ -97,8 +127,9 @@ class CaptchaClient {
   }
 
   /**
-   * Read several captchas in one request; one bad image fails only its own entry of `results`. The options apply
-   * to every image.
+   * Read several captchas in one request; one bad image fails only its own entry of `results`, and so does a
+   * reading the service refuses (its `error` carries `prediction` and `confidence`). The options apply to every
+   * image.
    * @param {Array<Buffer | Uint8Array | string>} inputs
    * @param {PredictOptions} [options]
    */
@@ -225,24 +256,43 @@ function checkNumber(name, value, min, integer = false) {
  * @property {string} [model] a served model's name (see `models()`); else the service's default
  * @property {string} [charset] the characters the reading may use, from the model's alphabet
  * @property {number | string} [length] an exact length (5 or "5") or a range ("4-6", "4..6")
+ * @property {number} [minConfidence] 0 to 1: a less sure reading is refused (422 low_confidence); else the model's
+ *   default, and 0 returns every reading
+ * @property {boolean} [details] true: each character's confidence and the runner-up reading
  */
 
-/** The options `model`, `charset` and `length` that are set, type-checked; the service checks their values. */
+/** The options that are set, as the service's fields, type-checked; the service checks their values. */
 function predictFields(options) {
   if (options === null || typeof options !== 'object') throw new TypeError('options must be an object');
   const fields = {};
-  for (const name of OPTION_NAMES) {
+  for (const name of TEXT_OPTIONS) {
     const value = options[name];
     if (value === undefined || value === null) continue;
     const isLength = name === 'length' && Number.isInteger(value) && value >= 0;
     if (!isLength && (typeof value !== 'string' || !value)) {
       const what = name === 'length' ? 'a whole number or a non-empty string such as "4-6"' : 'a non-empty string';
-      const given = typeof value === 'string' ? '""' : typeof value === 'number' ? value : `a ${typeof value}`;
-      throw new TypeError(`${name} must be ${what}, not ${given}`);
+      throw new TypeError(`${name} must be ${what}, not ${given(value)}`);
     }
     fields[name] = value;
   }
+  const { minConfidence, details } = options;
+  if (minConfidence !== undefined && minConfidence !== null) {
+    if (typeof minConfidence !== 'number' || !Number.isFinite(minConfidence)) {
+      throw new TypeError(`minConfidence must be a number from 0 to 1, not ${given(minConfidence)}`);
+    }
+    fields.min_confidence = minConfidence;
+  }
+  if (details !== undefined && details !== null) {
+    if (typeof details !== 'boolean') throw new TypeError(`details must be true or false, not ${given(details)}`);
+    if (details) fields.details = true;
+  }
   return fields;
+}
+
+/** A wrong option's value, for its TypeError: a number or string as written, else its type. */
+function given(value) {
+  if (typeof value === 'number') return String(value);
+  return typeof value === 'string' ? JSON.stringify(value) : `a ${typeof value}`;
 }
 
 function checkBytes(input, name) {
@@ -285,6 +335,17 @@ function apiError(response, body) {
   const error = body && typeof body === 'object' && body.error ? body.error : {};
   const code = typeof error.code === 'string' ? error.code : 'http_error';
   const message = typeof error.message === 'string' ? error.message : `HTTP ${response.status}`;
+  const NoReading = Object.hasOwn(NO_READING_ERRORS, code) ? NO_READING_ERRORS[code] : null;
+  if (NoReading) {
+    return new NoReading(message, {
+      status: response.status,
+      code,
+      body,
+      prediction: typeof error.prediction === 'string' ? error.prediction : '',
+      confidence: typeof error.confidence === 'number' ? error.confidence : 0,
+      details: error.details && typeof error.details === 'object' ? error.details : null,
+    });
+  }
   return new CaptchaApiError(message, { status: response.status, code, body });
 }
 
@@ -327,4 +388,12 @@ function sleep(ms, signal) {
   });
 }
 
-module.exports = { CaptchaClient, CaptchaApiError, CaptchaNetworkError, CaptchaTimeoutError };
+module.exports = {
+  CaptchaClient,
+  CaptchaApiError,
+  CaptchaNetworkError,
+  CaptchaTimeoutError,
+  CaptchaNoReadingError,
+  CaptchaLowConfidenceError,
+  CaptchaUnreadableError,
+};

@@ -86,6 +86,13 @@ async function toPng(source, target) {
   return target;
 }
 
+/** A blank white 200x60 PNG, by Pillow: an image in which the service reads no characters. */
+async function blankPng(target) {
+  const code = 'import sys; from PIL import Image; Image.new("RGB", (200, 60), "white").save(sys.argv[1])';
+  await promisify(execFile)(PYTHON, ['-c', code, target], { cwd: ROOT });
+  return target;
+}
+
 /** A node HTTP server on a free loopback port: {url, server, requests (count), close()}. */
 async function listen(handler) {
   const state = { requests: 0 };
@@ -119,4 +126,4 @@ function countLogged(service, line) {
   return service.log().split('\n').filter((entry) => ` ${messageOf(entry)} `.includes(` ${line} `)).length;
 }
 
-module.exports = { KEY, ROOT, countLogged, freePort, generateCaptchas, listen, startService, toPng };
+module.exports = { KEY, ROOT, blankPng, countLogged, freePort, generateCaptchas, listen, startService, toPng };

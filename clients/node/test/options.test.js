@@ -9,6 +9,7 @@ const { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } = require('node:fs/p
 const { tmpdir } = require('node:os');
 const path = require('node:path');
 const { after, before, describe, test } = require('node:test');
+const { inspect } = require('node:util');
 
 const { CaptchaApiError, CaptchaClient } = require('..');
 const { KEY, ROOT, generateCaptchas, listen, startService } = require('../test-support/service');
@@ -168,7 +169,14 @@ describe('length and charset constrain the reading', () => {
 });
 
 describe('values the service refuses: CaptchaApiError 400 invalid_parameter', () => {
-  for (const options of [{ length: '6-4' }, { length: 'many' }, { length: 40 }, { charset: 'abc' }]) {
+  for (const options of [
+    { length: '6-4' },
+    { length: 'many' },
+    { length: 40 },
+    { charset: 'abc' },
+    { minConfidence: 1.5 },
+    { minConfidence: -0.1 },
+  ]) {
     for (const [how, call] of [
       ['multipart', () => client.predict(captchas[0].bytes, options)],
       ['JSON', () => client.predict(base64(captchas[0].bytes), options)],
@@ -195,8 +203,13 @@ describe('options of the wrong type are TypeErrors, before any request', () => {
     { length: -1 },
     { length: true },
     { length: '' },
+    { minConfidence: '0.5' },
+    { minConfidence: Number.NaN },
+    { minConfidence: Infinity },
+    { details: 'yes' },
+    { details: 1 },
   ]) {
-    test(JSON.stringify(options), async () => {
+    test(inspect(options), async () => {
       await assert.rejects(offline.predict(png, options), TypeError);
       await assert.rejects(offline.predict('aGVsbG8=', options), TypeError);
       await assert.rejects(offline.predictBatch([png], options), TypeError);

@@ -40,6 +40,12 @@ const EXPECTED = [
     assert.deepEqual([models, unknown, rest], ['captcha-v2 false, fssp true', '404 unknown_model', []]);
     assert.match(reading, /^[2456789]{5}$/); // the reading under charset and length
   },
+  (out, text) => {
+    const [characters, runnerUp, refused, entry, ...rest] = out.trim().split('\n');
+    assert.match(characters, new RegExp(`^${text}( \\S:(0(\\.\\d+)?|1))+$`)); // each character and its confidence
+    assert.match(runnerUp, /^\{ prediction: '[^']+', confidence: \d(\.\d+)? \}$/);
+    assert.deepEqual([refused, entry, rest], [`refused: low_confidence ${text}`, `0 false low_confidence ${text}`, []]);
+  },
   (out) => {
     assert.equal(out.trim(), 'refused: 400 invalid_image');
   },
