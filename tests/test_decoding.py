@@ -392,3 +392,13 @@ def test_a_count_the_model_cannot_settle_has_low_count_confidence():
     counted = count_probabilities(np.stack([settled, coin_tosses]), ABC, most=4)
     assert counted[0].argmax() == 2 and counted[0].max() > 0.95
     assert counted[1].max() < 0.5
+
+
+def test_a_reading_is_never_likelier_than_its_number_of_characters():
+    # what lets the service skip the count for readings at one half or more: the count is at least as likely
+    rng = np.random.default_rng(5)
+    for _ in range(30):
+        probs = random_probs(rng, 8, ABC.num_classes, sharpness=float(rng.uniform(1, 5)))
+        reading = greedy_decode(probs, ABC)
+        counted = count_probabilities(probs[None], ABC, most=8)[0]
+        assert counted[len(reading.text)] >= reading.confidence - 1e-12

@@ -161,11 +161,15 @@ class Recognizer:
                 readings = constrained_decode_batch(probs, self.alphabet, constraints)
             except ValueError as exc:
                 raise InvalidParameter(str(exc)) from None
-        counts = count_probabilities(probs, self.alphabet, self.metadata.max_length).max(axis=1)
+        # The count matters only below one half: the likeliest count is at least as likely as the reading itself.
+        counts = np.full(len(readings), np.nan)
+        unsure = np.flatnonzero([reading.confidence < 0.5 for reading in readings])
+        if len(unsure):
+            counts[unsure] = count_probabilities(probs[unsure], self.alphabet, self.metadata.max_length).max(axis=1)
         return [
             replace(
                 reading,
-                count_confidence=float(count),
+                count_confidence=None if np.isnan(count) else float(count),
                 runner_up=runner_up(p, self.alphabet, reading, constraints) if details else None,
             )
             for p, reading, count in zip(probs, readings, counts)
