@@ -261,7 +261,8 @@ def main(args) -> int:
         meta = ModelArtifact.at(args.model).metadata()
         files = set(meta.training.get("holdout_files", []))
     if getattr(args, "kfold", None):
-        rows = pooled(Path(args.kfold), kinds, args.runtime if args.runtime != "auto" else "onnx")
+        runtime = args.runtime if args.runtime != "auto" else "onnx"
+        rows = pooled(Path(args.kfold), kinds, runtime, labels=Path(args.data[0]))
         clean = [r for r in rows if r.kind == "clean"]
         figures = score([r.label for r in clean], [r.reading for r in clean])
         figures.update(data=[str(d) for d in args.data], model=f"{args.kfold} (each fold's model on its own fold)")
