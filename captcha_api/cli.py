@@ -1,5 +1,5 @@
 """The command line: captcha-ocr (or python -m captcha_api)
-{generate,train,evaluate,audit,export,pseudolabel,publish,predict,serve} ...; each command's --help gives its
+{generate,train,evaluate,audit,kfold,export,pseudolabel,publish,predict,serve} ...; each command's --help gives its
 options. The benchmark and soak tools are scripts/bench.py and scripts/soak.py."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from .core.runtime import RUNTIMES
 from .training.quiet import quiet_frameworks
 
 # The commands that may load TensorFlow (a Keras model, an export): its chatter is muted before it is first imported.
-TENSORFLOW_COMMANDS = {"train", "evaluate", "export", "pseudolabel"}
+TENSORFLOW_COMMANDS = {"train", "kfold", "evaluate", "export", "pseudolabel"}
 ANSI_STYLE = re.compile(r"\x1b\[[0-9;]*m")
 
 

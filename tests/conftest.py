@@ -56,6 +56,17 @@ def tiny_artifact(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def untrained_artifact(tmp_path_factory) -> Path:
+    """The network barely trained (tests/fixtures/tiny.onnx, made by `python -m scripts.make_test_model`): a model
+    of another version than the shipped one that reads nothing right (no characters: unreadable, unless a request
+    sets a length), for the tests that replace one model with another."""
+    base = tmp_path_factory.mktemp("untrained") / "tiny"
+    for suffix in (".onnx", ".json"):
+        shutil.copy(FIXTURES / f"tiny{suffix}", base.with_suffix(suffix))
+    return base
+
+
+@pytest.fixture(scope="session")
 def tiny_keras_artifact(tmp_path_factory) -> Path:
     """The same network trained here, with its Keras file, for the tests of the Keras runtime and of the export."""
     pytest.importorskip("keras", reason="training dependencies (pip install '.[train]') are not installed")

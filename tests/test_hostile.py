@@ -120,8 +120,9 @@ def test_a_batch_decodes_within_its_pixel_budget(tmp_path, png):
         status, body, _ = post_json(service.url, "/predict-batch", {"images": [big, big, b64(png), big, b64(png)]})
     assert status == 200
     outcomes = [r["success"] or r["error"]["code"] for r in body["results"]]
-    # 1 M + 1 M + 12 k decoded; the third big one would pass 2.5 M: refused alone; the small one after still fits.
-    assert outcomes == [True, True, True, "image_too_large", True], outcomes
+    # 1 M + 1 M + 12 k decoded (the blank big ones read as nothing: unreadable); the third big one would pass 2.5 M:
+    # refused alone, before decoding; the small one after still fits.
+    assert outcomes == ["unreadable", "unreadable", True, "image_too_large", True], outcomes
     assert "CAPTCHA_MAX_BATCH_PIXELS" in body["results"][3]["error"]["message"]
 
 

@@ -152,14 +152,15 @@ def test_training_beside_a_running_service_leaves_the_served_folder_alone_until_
             time.sleep(0.2)
 
 
-def test_a_reload_brings_the_published_model_in_without_a_failed_request(tiny_artifact, tmp_path):
+def test_a_reload_brings_the_published_model_in_without_a_failed_request(untrained_artifact, tmp_path):
     """Steady load (8 clients, 30 s), a publish and SIGHUP half-way: no request fails, and the answers switch to the
-    new version within seconds."""
+    new version within seconds. The clients ask for five characters: the untrained model served first reads
+    nothing otherwise, which is answered 422 unreadable."""
     served, runs = tmp_path / "served", tmp_path / "runs" / "fssp"
     served.mkdir()
     runs.mkdir(parents=True)
     for suffix in (".onnx", ".json"):
-        shutil.copy(tiny_artifact.with_suffix(suffix), served / f"fssp{suffix}")
+        shutil.copy(untrained_artifact.with_suffix(suffix), served / f"fssp{suffix}")
     shipped = ModelArtifact(DEFAULT_MODEL)
     shutil.copy(shipped.onnx, runs / "fssp.onnx")
     shutil.copy(shipped.metadata_path, runs / "fssp.json")
@@ -173,7 +174,9 @@ def test_a_reload_brings_the_published_model_in_without_a_failed_request(tiny_ar
         with requests.Session() as session:  # keep-alive connections, as scrapers hold them
             while not stop.is_set():
                 try:
-                    answer = session.post(url + "/predict", files={"image": ("c.png", image)}, timeout=10)
+                    answer = session.post(
+                        url + "/predict", files={"image": ("c.png", image)}, data={"length": "5"}, timeout=10
+                    )
                     if answer.status_code != 200:
                         failures.append(f"{answer.status_code} {answer.text[:200]}")
                     seen.append((time.monotonic(), answer.headers.get("X-Model-Version", "")))

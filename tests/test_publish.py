@@ -34,9 +34,9 @@ def make_run(runs, source: ModelArtifact, name: str, held_out) -> object:
 
 
 @pytest.fixture
-def runs(tmp_path, held_out, tiny_artifact):
+def runs(tmp_path, held_out, untrained_artifact):
     good = make_run(tmp_path / "runs", ModelArtifact(DEFAULT_MODEL), "good", held_out)
-    worse = make_run(tmp_path / "runs", ModelArtifact.at(tiny_artifact), "worse", held_out)
+    worse = make_run(tmp_path / "runs", ModelArtifact.at(untrained_artifact), "worse", held_out)
     return good, worse
 
 

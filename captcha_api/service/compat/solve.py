@@ -10,7 +10,8 @@ The solving services' options map onto the native reader as follows (docs/compat
 - math / calc: the reading must be `number sign number`, answered by its value; a model without signs in its
   alphabet is ERROR_BAD_PARAMETERS.
 - a confidence threshold (the request's, else the model's `min_confidence`) fails the task with
-  ERROR_CAPTCHA_UNSOLVABLE below it.
+  ERROR_CAPTCHA_UNSOLVABLE below it; so does a reading the native API answers 422 unreadable (no characters, a
+  length the model was not trained on without a length asked, noise).
 - case sensitivity, phrase, language and instructions for human solvers are accepted and change nothing: the model
   reads what it was trained to read."""
 
@@ -121,14 +122,13 @@ def read(order: Order, name: str, recognizer):
     readings = []
     for charset in _charsets(order.numeric, meta.alphabet, name):
         constraints = Constraints(charset, low, high) if charset or low is not None else None
-        readings.append(recognizer.read(order.image, constraints))
-    reading = max(readings, key=lambda r: r.confidence)
+        readings.append((recognizer.read(order.image, constraints), constraints))
+    reading, constraints = max(readings, key=lambda pair: pair[0].confidence)
     text, confidence = reading.text, float(reading.confidence)
-    if not text:
-        return e.CAPTCHA_UNSOLVABLE("nothing was read in the image")
-    threshold = meta.min_confidence if order.threshold is None else order.threshold
-    if confidence < threshold:
-        return e.CAPTCHA_UNSOLVABLE(f"the reading's confidence {confidence:.2f} is below the threshold {threshold:g}")
+    # What the native API answers 422 (unreadable, low_confidence) is an unsolvable captcha here.
+    refusal = recognizer.verdict(reading, constraints, order.threshold)
+    if refusal is not None:
+        return e.CAPTCHA_UNSOLVABLE(refusal.message)
     if order.numeric == 4 and not (any(c.isdigit() for c in text) and any(c.isalpha() for c in text)):
         return e.CAPTCHA_UNSOLVABLE("numeric=4 asks for digits and letters; the reading has not both")
     if order.math:
