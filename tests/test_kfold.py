@@ -98,3 +98,32 @@ def test_kfold_reads_every_image_with_a_model_that_never_saw_it(slipped, tmp_pat
     summary = json.loads((out / "audit.json").read_text(encoding="utf-8"))
     assert summary["disagreements"][0]["file"] == rows[5][0]
     assert np.isclose(summary["disagreements"][0]["confidence"], 1.0, atol=0.05)
+
+
+def test_pools_are_measured_alone_and_together(tmp_path, capsys):
+    from scripts.confidence_pool import main as pool_main
+
+    def write(name, rows):
+        path = tmp_path / name
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        return str(path)
+
+    def row(label, reading, confidence, refused=None):
+        return dict(
+            file=f"{label}.png",
+            kind="clean",
+            label=label,
+            reading=reading,
+            confidence=confidence,
+            refused=refused,
+            fold=0,
+        )
+
+    first = write("a.jsonl", [row("ab", "ab", 0.9), row("cd", "c", 0.3), row("ef", "ef", 0.8)])
+    second = write("b.jsonl", [row("gh", "gh", 0.7), row("ij", "", 1.0, refused="unreadable")])
+    assert pool_main([first, second]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["readings"] for line in lines] == [3, 2, 5]
+    assert [line["errors"] for line in lines] == [1, 1, 2]
+    assert lines[2]["auroc"] == 1.0  # the unreadable one ranks first whatever its confidence
+    assert lines[2]["refused_unreadable"] == 1
