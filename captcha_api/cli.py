@@ -281,8 +281,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--kfold",
         metavar="WORK_DIR",
-        help="read each image with the fold model that did not train on it (made by `captcha-ocr kfold`), not --model; "
-        "the labels are --data's (the trained folder, or a checked copy of its labels naming the same files)",
+        help="read each image with the fold model that did not train on it (made by `captcha-ocr kfold`), not --model",
+    )
+    ev.add_argument(
+        "--relabel",
+        metavar="FILE.csv",
+        help="labels checked by eye over the folder's (filename,text; e.g. the rows of an audit's labels.fixed.csv "
+        "you confirmed): the figures count the image's true text",
     )
     ev.add_argument("--risk-coverage", metavar="FILE.png", help="draw the confidence's risk-coverage curve in a PNG")
     ev.add_argument("--readings", metavar="FILE.jsonl", help="write every reading (label, reading, confidence, kind)")

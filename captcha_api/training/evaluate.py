@@ -3,12 +3,13 @@ confusions and time per image on a labelled folder."""
 
 from __future__ import annotations
 
+import csv
 import datetime
 import json
 import logging
 import time
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -154,23 +155,41 @@ def draw_risk_coverage(rows, path: Path, title: str) -> Path:
     return path
 
 
-def labelled_paths(data_dirs: list[Path], files: set[str] | None) -> tuple[list[Path], list[str]]:
+def read_relabel(path: Path) -> dict[str, str]:
+    """Labels checked by eye (filename,text, as labels.csv and audit's labels.fixed.csv): file name -> text."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows or set(rows[0]) != {"filename", "text"}:
+        raise ValueError(f"{path}: expected a filename,text header and rows")
+    return {Path(row["filename"]).name: row["text"] for row in rows}
+
+
+def labelled_paths(
+    data_dirs: list[Path], files: set[str] | None, relabel: dict[str, str] | None = None
+) -> tuple[list[Path], list[str]]:
+    """The labelled images of the folders (only `files`, when given), with `relabel`'s texts over their labels."""
+    relabel = relabel or {}
     paths, truths = [], []
     for folder in map(read_labels, data_dirs):
         for path, text in zip(folder.files, folder.texts):
             if files is None or path.name in files:
                 paths.append(path)
-                truths.append(text)
+                truths.append(relabel.get(path.name, text))
     if not paths:
         raise ValueError("no labelled images to evaluate")
     return paths, truths
 
 
 def evaluate(
-    model: Path | str, data_dirs: list[Path], runtime: str = "auto", files: set[str] | None = None, batch_size: int = 64
+    model: Path | str,
+    data_dirs: list[Path],
+    runtime: str = "auto",
+    files: set[str] | None = None,
+    batch_size: int = 64,
+    relabel: dict[str, str] | None = None,
 ) -> tuple[dict, list]:
     recognizer = Recognizer(model, runtime)
-    paths, truths = labelled_paths(data_dirs, files)
+    paths, truths = labelled_paths(data_dirs, files, relabel)
     blobs = [p.read_bytes() for p in paths]
     recognizer.warm_up()
     readings = []
@@ -260,18 +279,21 @@ def main(args) -> int:
     if getattr(args, "holdout", False):
         meta = ModelArtifact.at(args.model).metadata()
         files = set(meta.training.get("holdout_files", []))
+    relabel = read_relabel(Path(args.relabel)) if getattr(args, "relabel", None) else {}
     if getattr(args, "kfold", None):
         runtime = args.runtime if args.runtime != "auto" else "onnx"
-        rows = pooled(Path(args.kfold), kinds, runtime, labels=Path(args.data[0]))
+        rows = [replace(r, label=relabel.get(r.file, r.label)) for r in pooled(Path(args.kfold), kinds, runtime)]
         clean = [r for r in rows if r.kind == "clean"]
         figures = score([r.label for r in clean], [r.reading for r in clean])
         figures.update(data=[str(d) for d in args.data], model=f"{args.kfold} (each fold's model on its own fold)")
         figures.update(ms_per_image=None, ms_per_image_batch1=None, batch_size=None, runtime="onnx")
         mistakes = [(r.file, r.label, r.reading, round(r.confidence, 3)) for r in clean if r.reading != r.label]
     else:
-        figures, mistakes = evaluate(args.model, [Path(d) for d in args.data], args.runtime, files, args.batch_size)
+        figures, mistakes = evaluate(
+            args.model, [Path(d) for d in args.data], args.runtime, files, args.batch_size, relabel
+        )
         recognizer = Recognizer(args.model, args.runtime)
-        paths, truths = labelled_paths([Path(d) for d in args.data], files)
+        paths, truths = labelled_paths([Path(d) for d in args.data], files, relabel)
         rows = read_rows(recognizer, list(zip(paths, truths)), kinds)
     figures["confidence"] = pool_figures(rows)
     if getattr(args, "ddddocr", False):

@@ -94,20 +94,11 @@ def train_folds(data: Path, k: int, work_dir: Path, base, seed: int = 0) -> list
     return models
 
 
-def pooled(work_dir: Path, kinds: tuple[str, ...] = (), runtime: str = "onnx", labels: Path | None = None) -> list[Row]:
-    """Each fold's images read by its own model: as they come, and degraded by each of `kinds`. The labels are the
-    trained folder's, or those of `labels` (a labelled folder naming the same files: the folder's labels once
-    checked, say), matched by file name."""
+def pooled(work_dir: Path, kinds: tuple[str, ...] = (), runtime: str = "onnx") -> list[Row]:
+    """Each fold's images read by its own model: as they come, and degraded by each of `kinds`."""
     plan = json.loads((work_dir / "folds.json").read_text(encoding="utf-8"))
     folder = read_labels(Path(plan["data"]))
-    texts = dict(zip((p.name for p in folder.files), folder.texts))
-    if labels is not None and Path(labels).resolve() != Path(plan["data"]).resolve():
-        checked = read_labels(Path(labels))
-        texts = dict(zip((p.name for p in checked.files), checked.texts))
-        missing = sorted({p.name for p in folder.files} - set(texts))
-        if missing:
-            raise ValueError(f"{labels} has no label for {len(missing)} images of the folds, e.g. {missing[0]}")
-    by_name = {p.name: (p, texts[p.name]) for p in folder.files}
+    by_name = {p.name: (p, text) for p, text in zip(folder.files, folder.texts)}
     rows = []
     for index, names in enumerate(plan["folds"]):
         model = ModelArtifact(work_dir / f"fold-{index}" / f"fold-{index}")
