@@ -156,3 +156,29 @@ def test_a_refused_reading_may_still_be_reported(client, png):
     refused(response, "low_confidence")
     report = client.post("/report", json={"request_id": response.headers["X-Request-ID"], "text": "дд22"})
     assert report.status_code == 200, report.get_json()
+
+
+def test_a_length_option_does_not_make_blank_or_noise_readable(client):
+    for image in (blank_png(), noise_png(1)):
+        for length in (5, "4-7"):
+            answer = client.post("/predict", json={"image": b64(image), "length": length, "min_confidence": 0})
+            refused(answer, "unreadable")
+
+
+def test_the_threshold_is_compared_with_the_confidence_as_answered(client, png):
+    shown = reading_of(client, png)["confidence"]
+    assert reading_of(client, png, min_confidence=shown)["confidence"] == shown  # at it: answered
+
+
+def test_a_reading_forced_to_another_length_still_has_a_runner_up(client, png):
+    count = len(reading_of(client, png)["prediction"])
+    for length in (count - 1, count + 1):
+        read = reading_of(client, png, length=length, details=True, min_confidence=0)
+        assert len(read["prediction"]) == length
+        second = read["details"]["runner_up"]
+        assert second is not None and len(second["prediction"]) == length and second["prediction"] != read["prediction"]
+
+
+def test_a_boolean_is_not_a_threshold(client, png):
+    response = client.post("/predict", json={"image": b64(png), "min_confidence": True})
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == "invalid_parameter"

@@ -123,3 +123,26 @@ def test_pools_are_measured_alone_and_together(tmp_path, capsys):
     assert [line["errors"] for line in lines] == [1, 1, 2]
     assert lines[2]["auroc"] == 1.0  # the unreadable one ranks first whatever its confidence
     assert lines[2]["refused_unreadable"] == 1
+
+
+def test_a_pool_too_small_for_one_refusal_still_counts_a_share_of_the_least_confident():
+    # 5% of ten readings is half a reading: half the chance of catching the one wrong reading, the least sure
+    figures = confidence_figures([True] * 9 + [False], [0.9] * 9 + [0.1])
+    assert figures["errors_caught"] == 0.5
+
+
+def test_degrading_a_transparent_captcha_keeps_it_on_white():
+    import io
+
+    from PIL import Image
+
+    from captcha_api.training.degrade import DEGRADATIONS, degrade
+
+    clear = Image.new("RGBA", (200, 60), (0, 0, 0, 0))
+    clear.paste((20, 20, 90, 255), (40, 20, 60, 40))  # one dark glyph-like box on a transparent ground
+    out = io.BytesIO()
+    clear.save(out, "PNG")
+    for kind in DEGRADATIONS:
+        with Image.open(io.BytesIO(degrade(out.getvalue(), kind, "x.png"))) as image:
+            grey = np.asarray(image.convert("L"), dtype=np.float64)
+        assert grey.mean() > 150, kind  # white paper, as the service composites it, not black

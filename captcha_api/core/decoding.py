@@ -26,6 +26,9 @@ class Reading:
     # The probability of the likeliest number of characters, whatever they are (count_probabilities); None when
     # not computed (Recognizer computes it for readings below one half only: it is never less than the confidence).
     count_confidence: float | None = None
+    # Whether the model, before any constraint, sees a character anywhere (a step where one beats the blank); None
+    # when not computed (Recognizer computes it).
+    seen: bool | None = None
 
 
 def _check_probs(probs: np.ndarray, alphabet: Alphabet) -> np.ndarray:
@@ -368,11 +371,20 @@ def runner_up(
     low = constraints.min_length or 0
     high = constraints.max_length if constraints.max_length is not None else probs.shape[0]
     candidates: set[str] = set()
-    best = probs.argmax(axis=1)
     blank = alphabet.blank_index
-    peaks: list[int] = []  # the step where each character of the best path is surest
+    logp = np.log(np.maximum(probs, np.finfo(np.float64).tiny, dtype=np.float64))
+    if constraints.charset is not None:
+        masked = np.ones(alphabet.num_classes, dtype=bool)
+        masked[alphabet.encode(constraints.charset)] = False
+        masked[blank] = False
+        logp[:, masked] = -np.inf
+    # The reading's own frame path: the best one, or (when a constraint changed the count) the best of its length.
+    best = probs.argmax(axis=1)
+    if len(_collapse(best, probs, alphabet)[0]) != len(reading.text) and reading.text:
+        best = _best_path_of_length(logp, len(reading.text), len(reading.text))
+    peaks: list[int] = []  # the step where each character of the path is surest
     previous = blank
-    for t, cls in enumerate(best.tolist()):
+    for t, cls in enumerate(best.tolist() if best is not None else []):
         if cls != blank and cls != previous:
             peaks.append(t)
         elif cls != blank and probs[t, cls] > probs[peaks[-1], cls]:
@@ -385,12 +397,6 @@ def runner_up(
                 if char != reading.text[position] and char in allowed:
                     candidates.add(reading.text[:position] + char + reading.text[position + 1 :])
                     break
-    logp = np.log(np.maximum(probs, np.finfo(np.float64).tiny, dtype=np.float64))
-    if constraints.charset is not None:
-        masked = np.ones(alphabet.num_classes, dtype=bool)
-        masked[alphabet.encode(constraints.charset)] = False
-        masked[blank] = False
-        logp[:, masked] = -np.inf
     for length in (len(reading.text) - 1, len(reading.text) + 1):
         if low <= length <= high:
             path = _best_path_of_length(logp, length, length)

@@ -35,6 +35,8 @@ RUNTIMES = ("auto", "onnx", "keras")
 # 200 MB), while the time per image barely falls past 16: larger batches run as several calls of this size.
 MODEL_BATCH = 16
 NO_CONSTRAINTS = Constraints()
+# Decimal places of a confidence in an answer; a threshold is compared with the confidence as answered.
+CONFIDENCE_DIGITS = 4
 
 
 def check_input_shape(path: Path, shape) -> None:
@@ -161,18 +163,24 @@ class Recognizer:
                 readings = constrained_decode_batch(probs, self.alphabet, constraints)
             except ValueError as exc:
                 raise InvalidParameter(str(exc)) from None
-        # The count matters only below one half: the likeliest count is at least as likely as the reading itself.
+        # What the model sees before any constraint: characters at all (a step where one is likelier than the
+        # blank), and how settled their number is. The count matters only where a constraint chose the reading or
+        # below one half: an unconstrained reading's count is at least as likely as the reading itself.
+        blank = self.alphabet.blank_index
+        seen = (probs.argmax(axis=2) != blank).any(axis=1)
+        constrained = constraints is not None and constraints != NO_CONSTRAINTS
         counts = np.full(len(readings), np.nan)
-        unsure = np.flatnonzero([reading.confidence < 0.5 for reading in readings])
+        unsure = np.flatnonzero([constrained or reading.confidence < 0.5 for reading in readings])
         if len(unsure):
             counts[unsure] = count_probabilities(probs[unsure], self.alphabet, self.metadata.max_length).max(axis=1)
         return [
             replace(
                 reading,
+                seen=bool(sees),
                 count_confidence=None if np.isnan(count) else float(count),
                 runner_up=runner_up(p, self.alphabet, reading, constraints) if details else None,
             )
-            for p, reading, count in zip(probs, readings, counts)
+            for p, reading, count, sees in zip(probs, readings, counts, seen)
         ]
 
     def read(self, data: bytes, constraints: Constraints | None = None, details: bool = False) -> Reading:
@@ -181,32 +189,35 @@ class Recognizer:
     def verdict(
         self, reading: Reading, constraints: Constraints | None = None, min_confidence: float | None = None
     ) -> NoReading | None:
-        """Whether a reading may be answered as read: Unreadable when it has no characters, or (no length asked) a
-        length outside the model's trained lengths or no number of characters likelier than all the others together
-        (noise, say: the model cannot tell where characters are); LowConfidence below `min_confidence` (None: the
-        model's own default, metadata min_confidence); else None."""
+        """Whether a reading may be answered as read, as the service answers it (confidence to CONFIDENCE_DIGITS):
+        Unreadable when the model sees no character in the image (whatever a length option forced out of it), when
+        it cannot tell how many characters there are (no count likelier than all the others together: noise, say),
+        or, with no length asked, when it read a length outside the model's trained lengths; LowConfidence below
+        `min_confidence` (None: the model's own default, metadata min_confidence); else None."""
         meta = self.metadata
         length_asked = constraints is not None and (
             constraints.min_length is not None or constraints.max_length is not None
         )
-        if not reading.text:
+        if not reading.text or reading.seen is False:
             return Unreadable("no characters were read in the image", reading)
+        if reading.count_confidence is not None and reading.count_confidence < 0.5:
+            return Unreadable(
+                "the model cannot tell how many characters the image holds (the likeliest count has probability "
+                f"{reading.count_confidence:.2f}): it does not look like a captcha this model reads",
+                reading,
+            )
         if not length_asked and not meta.min_length <= len(reading.text) <= meta.max_length:
             return Unreadable(
                 f"{len(reading.text)} characters were read; the model reads {meta.min_length} to {meta.max_length}"
                 " (set the length option to read another number)",
                 reading,
             )
-        if not length_asked and reading.count_confidence is not None and reading.count_confidence < 0.5:
-            return Unreadable(
-                "the model cannot tell how many characters the image holds (the likeliest count has probability "
-                f"{reading.count_confidence:.2f}): it does not look like a captcha this model reads",
-                reading,
-            )
         threshold = meta.min_confidence if min_confidence is None else min_confidence
-        if reading.confidence < threshold:
+        confidence = round(reading.confidence, CONFIDENCE_DIGITS)
+        if confidence < threshold:
             return LowConfidence(
-                f"the reading's confidence {reading.confidence:.4f} is below min_confidence {threshold:g}", reading
+                f"the reading's confidence {confidence:.{CONFIDENCE_DIGITS}f} is below min_confidence {threshold:g}",
+                reading,
             )
         return None
 

@@ -107,6 +107,13 @@ def _uploaded_files(value: Any) -> list:
     return [item for item in values if isinstance(item, FileStorage)]
 
 
+def _not_a_boolean(value: Any) -> Any:
+    # JSON true would be taken as 1: a threshold is a number
+    if isinstance(value, bool):
+        raise ValueError("must be a number from 0 to 1, not true or false")
+    return value
+
+
 OptionText = Annotated[str, Field(min_length=1, max_length=MAX_OPTION_CHARS), OPTION]
 ImageText = Annotated[str, Field(min_length=1), IMAGE_STRING]
 ImageFile = Annotated[
@@ -123,9 +130,9 @@ class Options(BaseModel):
     model: OptionText = _optional(MODEL_DOC)
     charset: OptionText = _optional(CHARSET_DOC)
     length: OptionText = _optional(LENGTH_DOC)
-    min_confidence: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False), OPTION] = _optional(
-        MIN_CONFIDENCE_DOC, examples=[0.9]
-    )
+    min_confidence: Annotated[
+        float, BeforeValidator(_not_a_boolean), Field(ge=0, le=1, allow_inf_nan=False), OPTION
+    ] = _optional(MIN_CONFIDENCE_DOC, examples=[0.9])
     details: Annotated[bool, OPTION] = _optional(DETAILS_DOC)
 
     def options(self) -> dict[str, str | int | float | bool]:

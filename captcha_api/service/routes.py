@@ -11,6 +11,7 @@ from .. import __version__
 from ..core.decoding import Constraints
 from ..core.errors import CaptchaError, InvalidParameter
 from ..core.preprocess import DecodeBudget
+from ..core.runtime import CONFIDENCE_DIGITS
 from . import response_models as s
 from .errors import FeedbackUnavailable, UnsupportedMediaType, error_body
 from .extensions import IMAGES_SCOPE, limiter
@@ -79,17 +80,17 @@ def _describe(name: str, recognizer) -> dict:
 
 def _reading(reading, details: bool = False) -> dict:
     """A reading's fields in an answer; with `details`, each character's confidence and the runner-up."""
-    fields = {"prediction": reading.text, "confidence": round(reading.confidence, 4)}
+    fields = {"prediction": reading.text, "confidence": round(reading.confidence, CONFIDENCE_DIGITS)}
     if details:
         second = reading.runner_up
         fields["details"] = {
             "characters": [
-                {"char": char, "confidence": round(confidence, 4)}
+                {"char": char, "confidence": round(confidence, CONFIDENCE_DIGITS)}
                 for char, confidence in zip(reading.text, reading.char_confidences)
             ],
             "runner_up": None
             if second is None
-            else {"prediction": second.text, "confidence": round(second.confidence, 4)},
+            else {"prediction": second.text, "confidence": round(second.confidence, CONFIDENCE_DIGITS)},
         }
     return fields
 

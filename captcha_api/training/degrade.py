@@ -11,6 +11,8 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageFilter
 
+from ..core.preprocess import to_grey
+
 
 def _encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
     out = io.BytesIO()
@@ -57,4 +59,5 @@ def degrade(data: bytes, kind: str, name: str) -> bytes:
     with Image.open(io.BytesIO(data)) as image:
         image.load()
         rng = np.random.default_rng([zlib.crc32(name.encode()), zlib.crc32(kind.encode())])
-        return DEGRADATIONS[kind](image.convert("RGB"), rng)
+        # grey as the service sees it (transparency on white), then degraded
+        return DEGRADATIONS[kind](to_grey(image).convert("RGB"), rng)

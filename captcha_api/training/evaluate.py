@@ -92,7 +92,7 @@ def confidence_figures(correct: list[bool], scores: list[float], rejection: floa
     n_right = int(right.sum())
     auroc = (ranks[right].sum() - n_right * (n_right + 1) / 2) / (n_right * wrong)
     cut = rejection * n
-    threshold = np.sort(score)[int(np.ceil(cut)) - 1] if cut >= 1 else -np.inf
+    threshold = np.sort(score)[max(1, int(np.ceil(cut))) - 1]  # under one reading to refuse: a share of the least
     below = score < threshold
     at = score == threshold
     room = cut - below.sum()  # how many of the tied readings at the cut are refused
@@ -157,11 +157,17 @@ def draw_risk_coverage(rows, path: Path, title: str) -> Path:
 
 def read_relabel(path: Path) -> dict[str, str]:
     """Labels checked by eye (filename,text, as labels.csv and audit's labels.fixed.csv): file name -> text."""
-    with open(path, newline="", encoding="utf-8") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle:  # a spreadsheet's BOM, if any
         rows = list(csv.DictReader(handle))
-    if not rows or set(rows[0]) != {"filename", "text"}:
+    if not rows or not {"filename", "text"} <= set(rows[0]):
         raise ValueError(f"{path}: expected a filename,text header and rows")
-    return {Path(row["filename"]).name: row["text"] for row in rows}
+    fixed = {}
+    for line, row in enumerate(rows, start=2):
+        name, text = (row["filename"] or "").strip(), (row["text"] or "").strip()
+        if not name or not text:
+            raise ValueError(f"{path}, line {line}: a file name and a text are both needed")
+        fixed[Path(name).name] = text
+    return fixed
 
 
 def labelled_paths(
@@ -280,7 +286,22 @@ def main(args) -> int:
         meta = ModelArtifact.at(args.model).metadata()
         files = set(meta.training.get("holdout_files", []))
     relabel = read_relabel(Path(args.relabel)) if getattr(args, "relabel", None) else {}
+    unknown = sorted(set(relabel) - {p.name for d in args.data for p in read_labels(Path(d)).files})
+    if unknown:
+        raise SystemExit(f"--relabel names {len(unknown)} files that --data does not hold, e.g. {unknown[0]}")
     if getattr(args, "kfold", None):
+        mixed = [
+            o
+            for o, on in (
+                ("--record", args.record),
+                ("--files", args.files),
+                ("--holdout", args.holdout),
+                ("--ddddocr", args.ddddocr),
+            )
+            if on
+        ]
+        if mixed:
+            raise SystemExit(f"--kfold reads every image with its fold's model: {', '.join(mixed)} does not apply")
         runtime = args.runtime if args.runtime != "auto" else "onnx"
         rows = [replace(r, label=relabel.get(r.file, r.label)) for r in pooled(Path(args.kfold), kinds, runtime)]
         clean = [r for r in rows if r.kind == "clean"]
@@ -297,7 +318,7 @@ def main(args) -> int:
         rows = read_rows(recognizer, list(zip(paths, truths)), kinds)
     figures["confidence"] = pool_figures(rows)
     if getattr(args, "ddddocr", False):
-        paths, truths = labelled_paths([Path(d) for d in args.data], files)
+        paths, truths = labelled_paths([Path(d) for d in args.data], files, relabel)
         alphabet = ModelArtifact.at(args.model).metadata().alphabet
         figures["ddddocr"] = ddddocr_figures(paths, truths, alphabet)
     print(f"images            {figures['n']}")
@@ -333,8 +354,8 @@ def main(args) -> int:
     if getattr(args, "errors_sheet", None):
         paths, _ = labelled_paths([Path(d) for d in args.data], files)
         by_name = {path.name: path for path in paths}
-        rows = [SheetRow(by_name[name], truth, guess, confidence) for name, truth, guess, confidence in mistakes]
-        print(f"errors sheet      {draw(rows, Path(args.errors_sheet), f'misread by {Path(args.model).name}')}")
+        drawn = [SheetRow(by_name[name], truth, guess, confidence) for name, truth, guess, confidence in mistakes]
+        print(f"errors sheet      {draw(drawn, Path(args.errors_sheet), f'misread by {Path(args.model).name}')}")
     if args.record:
         record(args.model, args.record, figures, holdout=bool(getattr(args, "holdout", False)))
     if getattr(args, "readings", None):

@@ -60,7 +60,8 @@ def train_folds(data: Path, k: int, work_dir: Path, base, seed: int = 0) -> list
     plan_path = work_dir / "folds.json"
     folder = read_labels(data)
     folds = deal([p.name for p in folder.files], k, seed)
-    plan = {"data": str(data), "k": k, "seed": seed, "folds": folds}
+    # the folder's absolute path: the plan is read from other working directories (evaluate, audit)
+    plan = {"data": str(Path(data).resolve()), "k": k, "seed": seed, "folds": folds}
     if plan_path.is_file() and json.loads(plan_path.read_text(encoding="utf-8")) != plan:
         raise ValueError(f"{work_dir} holds folds of another plan (data, k, seed or files differ): use another dir")
     plan_path.write_text(json.dumps(plan, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")

@@ -174,7 +174,9 @@ class Progress(keras.callbacks.Callback):
         record = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}}
         self.state["history"].append(record)
         score = selection_score(record)
-        if self.state["best"] is None or score > tuple(self.state["best"]):
+        # Nothing to judge by (no held-out or generated validation images): every epoch is the best so far, and the
+        # last is kept.
+        if self.state["best"] is None or score > tuple(self.state["best"]) or not self.val_sets:
             self.state["best"] = list(score)
             self.state["best_epoch"] = epoch + 1
             self.save_serving(serving)
