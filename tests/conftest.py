@@ -66,6 +66,28 @@ def untrained_artifact(tmp_path_factory) -> Path:
     return base
 
 
+def _varint(number: int) -> bytes:
+    out = b""
+    while True:
+        low, number = number & 0x7F, number >> 7
+        out += bytes([low | (0x80 if number else 0)])
+        if not number:
+            return out
+
+
+@pytest.fixture(scope="session")
+def reexported_artifact(tmp_path_factory) -> Path:
+    """The shipped FSSP network as another file, as a re-export would give: a doc_string (ModelProto field 6, the
+    last one given wins) appended to the ONNX protobuf. The same readings, another version (its file's SHA-256),
+    for the tests that replace one readable model with another."""
+    base = tmp_path_factory.mktemp("reexported") / "tiny"
+    note = b"re-exported for the tests"
+    field = _varint((6 << 3) | 2) + _varint(len(note)) + note
+    base.with_suffix(".onnx").write_bytes(ModelArtifact(DEFAULT_MODEL).onnx.read_bytes() + field)
+    shutil.copy(FIXTURES / "tiny.json", base.with_suffix(".json"))
+    return base
+
+
 @pytest.fixture(scope="session")
 def tiny_keras_artifact(tmp_path_factory) -> Path:
     """The same network trained here, with its Keras file, for the tests of the Keras runtime and of the export."""

@@ -152,15 +152,15 @@ def test_training_beside_a_running_service_leaves_the_served_folder_alone_until_
             time.sleep(0.2)
 
 
-def test_a_reload_brings_the_published_model_in_without_a_failed_request(untrained_artifact, tmp_path):
+def test_a_reload_brings_the_published_model_in_without_a_failed_request(reexported_artifact, tmp_path):
     """Steady load (8 clients, 30 s), a publish and SIGHUP half-way: no request fails, and the answers switch to the
-    new version within seconds. The clients ask for five characters: the untrained model served first reads
-    nothing otherwise, which is answered 422 unreadable."""
+    new version within seconds. The model served first is the shipped network as another file (another version
+    that reads the same)."""
     served, runs = tmp_path / "served", tmp_path / "runs" / "fssp"
     served.mkdir()
     runs.mkdir(parents=True)
     for suffix in (".onnx", ".json"):
-        shutil.copy(untrained_artifact.with_suffix(suffix), served / f"fssp{suffix}")
+        shutil.copy(reexported_artifact.with_suffix(suffix), served / f"fssp{suffix}")
     shipped = ModelArtifact(DEFAULT_MODEL)
     shutil.copy(shipped.onnx, runs / "fssp.onnx")
     shutil.copy(shipped.metadata_path, runs / "fssp.json")
@@ -174,9 +174,7 @@ def test_a_reload_brings_the_published_model_in_without_a_failed_request(untrain
         with requests.Session() as session:  # keep-alive connections, as scrapers hold them
             while not stop.is_set():
                 try:
-                    answer = session.post(
-                        url + "/predict", files={"image": ("c.png", image)}, data={"length": "5"}, timeout=10
-                    )
+                    answer = session.post(url + "/predict", files={"image": ("c.png", image)}, timeout=10)
                     if answer.status_code != 200:
                         failures.append(f"{answer.status_code} {answer.text[:200]}")
                     seen.append((time.monotonic(), answer.headers.get("X-Model-Version", "")))
@@ -189,7 +187,7 @@ def test_a_reload_brings_the_published_model_in_without_a_failed_request(untrain
         for thread in clients:
             thread.start()
         time.sleep(15)
-        publish(runs, served, force=True)  # the tiny model reads nothing: the shipped one reads better anyway
+        publish(runs, served, force=True)  # the same readings either way: the comparison is not this test's point
         reloaded = time.monotonic()
         server.process.send_signal(signal.SIGHUP)
         time.sleep(15)
