@@ -14,6 +14,7 @@ from werkzeug.serving import WSGIRequestHandler
 
 from .core.artifact import DEFAULT_MODEL, ModelArtifact
 from .core.runtime import RUNTIMES
+from .training.data import GRABBED_SHARE
 from .training.quiet import quiet_frameworks
 
 # The commands that may load TensorFlow (a Keras model, an export): its chatter is muted before it is first imported.
@@ -57,6 +58,7 @@ def _train(args) -> int:
         learning_rate=args.learning_rate,
         real_repeat=args.real_repeat if args.real_repeat is not None else (None if own_style else 20),
         synthetic_per_epoch=args.synthetic_per_epoch,
+        grabbed=args.grabbed,
         patience=args.patience,
         work_dir=Path(args.work_dir or f"runs/{args.name}"),
         seed=args.seed,
@@ -176,6 +178,10 @@ def _command(sub, name: str, summary: str, description: str | None = None) -> ar
     return sub.add_parser(name, help=summary, description=description or summary, formatter_class=HelpFormatter)
 
 
+GRABBED_HELP = (
+    f"share of training images made worse as a scraper may grab them: thumbnail, blur, heavy JPEG or noise "
+    f"(default {GRABBED_SHARE}; 0 for none)"
+)
 MODEL_HELP = "model path, with or without suffix: its .keras, .onnx and .json lie side by side"
 
 
@@ -245,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
         "enough for about 16,000 images an epoch)",
     )
     tr.add_argument("--synthetic-per-epoch", type=int, default=20000, help="generated images drawn per epoch")
+    tr.add_argument("--grabbed", type=float, default=GRABBED_SHARE, help=GRABBED_HELP)
     tr.add_argument("--patience", type=int, default=8, help="stop after this many epochs without improvement")
     tr.add_argument(
         "--work-dir",
@@ -334,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     kf.add_argument("--epochs", type=int, default=6, help="epochs per fold")
     kf.add_argument("--real-repeat", type=int, default=20, help="times each image is seen per epoch")
     kf.add_argument("--synthetic-per-epoch", type=int, default=4000, help="generated images drawn per epoch")
+    kf.add_argument("--grabbed", type=float, default=GRABBED_SHARE, help=GRABBED_HELP)
     kf.add_argument("--learning-rate", type=float, default=5e-4, help="peak learning rate")
     kf.add_argument("--seed", type=int, default=0, help="seed of the folds, sampling and augmentation")
     kf.set_defaults(func=_kfold)

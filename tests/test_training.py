@@ -74,3 +74,25 @@ def test_doubled_characters_are_found_in_encoded_labels():
     assert has_doubled(np.array([3, 4, 4, 1, PAD, PAD]))
     assert not has_doubled(np.array([3, 4, 3, 4, 1, PAD]))
     assert not has_doubled(np.array([PAD, PAD, PAD]))
+
+
+def test_grabbed_share_degrades_that_many_images_each_a_known_way():
+    from captcha_api.training.data import GRAB_KINDS, grab
+
+    images = np.full((40, 200, 60, 1), 255, np.uint8)
+    images[:, 60:140, 20:40] = 0  # a black bar on white: every degradation changes its edges
+    untouched = augment(images, np.random.default_rng(1), 0.0, 0.0)
+    grabbed = augment(images, np.random.default_rng(1), 0.0, 0.5)
+    changed = [not np.array_equal(a, b) for a, b in zip(untouched, grabbed)]
+    assert 10 <= sum(changed) <= 30
+    assert grabbed.dtype == np.float32 and 0.0 <= grabbed.min() and grabbed.max() <= 1.0
+    assert np.array_equal(grabbed, augment(images, np.random.default_rng(1), 0.0, 0.5))
+    assert np.array_equal(untouched, images / np.float32(255))
+    # every kind changes the image, keeps its shape and range; a thumbnail or blur softens the bar's edges
+    rng = np.random.default_rng(2)
+    for kind in GRAB_KINDS:
+        out = grab(untouched[0], rng, kind)
+        assert out.shape == untouched[0].shape and 0.0 <= out.min() and out.max() <= 1.0
+        assert not np.array_equal(out, untouched[0]), kind
+        if kind in ("thumbnail", "blur"):
+            assert ((out > 0.1) & (out < 0.9)).sum() > 50, kind

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -10,12 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from ..core.alphabet import PAD, Alphabet
 from ..core.preprocess import IMAGE_HEIGHT, IMAGE_SUFFIXES, IMAGE_WIDTH, INPUT_SHAPE, preprocess
 
 log = logging.getLogger(__name__)
+
+BILINEAR = Image.Resampling.BILINEAR  # as preprocess resizes
 
 
 @dataclass
@@ -122,24 +125,59 @@ def split_holdout(folder: LabelledFolder, count: int, seed: int) -> tuple[Labell
     return folder.subset(sorted(order[count:])), folder.subset(sorted(order[:count]))
 
 
-def augment(images: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+def augment(images: np.ndarray, rng: np.random.Generator, strength: float, grabbed: float = 0.0) -> np.ndarray:
     """uint8 (n, W, H, 1) -> float32 in [0, 1]: small affine warps, contrast, brightness and noise.
-    `strength` 0 leaves images untouched; 1 is the full range used for real captchas."""
+    `strength` 0 leaves images untouched; 1 is the full range used for real captchas. A `grabbed` share of the
+    images is then made worse as a scraper may grab a captcha (`grab`)."""
     out = images.astype(np.float32) / 255.0
-    if strength <= 0:
+    if strength <= 0 and grabbed <= 0:
         return out
-    for i in range(len(out)):
-        if rng.random() < 0.8 * strength:
-            out[i] = _warp(images[i], rng, strength)
-    n = len(out)
-    contrast = rng.uniform(1 - 0.25 * strength, 1 + 0.15 * strength, size=(n, 1, 1, 1))
-    brightness = rng.uniform(-0.08, 0.08, size=(n, 1, 1, 1)) * strength
-    contrast, brightness = contrast.astype(np.float32), brightness.astype(np.float32)
-    mean = out.mean(axis=(1, 2, 3), keepdims=True)
-    out = (out - mean) * contrast + mean + brightness
-    sigma = rng.uniform(0, 0.04 * strength, size=(n, 1, 1, 1)).astype(np.float32)
-    out += rng.standard_normal(out.shape, dtype=np.float32) * sigma
-    return np.clip(out, 0.0, 1.0, out=out)
+    if strength > 0:
+        for i in range(len(out)):
+            if rng.random() < 0.8 * strength:
+                out[i] = _warp(images[i], rng, strength)
+        n = len(out)
+        contrast = rng.uniform(1 - 0.25 * strength, 1 + 0.15 * strength, size=(n, 1, 1, 1))
+        brightness = rng.uniform(-0.08, 0.08, size=(n, 1, 1, 1)) * strength
+        contrast, brightness = contrast.astype(np.float32), brightness.astype(np.float32)
+        mean = out.mean(axis=(1, 2, 3), keepdims=True)
+        out = (out - mean) * contrast + mean + brightness
+        sigma = rng.uniform(0, 0.04 * strength, size=(n, 1, 1, 1)).astype(np.float32)
+        out += rng.standard_normal(out.shape, dtype=np.float32) * sigma
+        np.clip(out, 0.0, 1.0, out=out)
+    for i in np.flatnonzero(rng.random(len(out)) < grabbed):
+        out[i] = grab(out[i], rng)
+    return out
+
+
+# How a scraper's copy of a captcha gets worse, as training augmentation: the kinds degrade.py measures, over wider
+# ranges than it uses (a thumbnail of 25-70% against its 35% and 50%, blur radius 0.5-2 against 1-1.6, JPEG quality
+# 4-40 against 5-11, noise sigma 8-45 against 25-40), drawn afresh for every image.
+GRAB_KINDS = ("thumbnail", "blur", "jpeg", "noise")
+# The share of training images so made worse by default: the FSSP fold models trained with none misread 5-11% of
+# noisy and 35% thumbnails at confidences up to 0.98; a quarter keeps three in four images as they come.
+GRABBED_SHARE = 0.25
+
+
+def grab(image: np.ndarray, rng: np.random.Generator, kind: str | None = None) -> np.ndarray:
+    """One model input, float32 (W, H, 1) in [0, 1], made worse by `kind` (default: one of GRAB_KINDS at random)."""
+    pil = Image.fromarray(np.round(image[:, :, 0].T * 255).astype(np.uint8), "L")
+    kind = kind or GRAB_KINDS[rng.integers(len(GRAB_KINDS))]
+    if kind == "thumbnail":
+        scale = rng.uniform(0.25, 0.7)
+        small = pil.resize((max(8, round(IMAGE_WIDTH * scale)), max(8, round(IMAGE_HEIGHT * scale))), BILINEAR)
+        pil = small.resize((IMAGE_WIDTH, IMAGE_HEIGHT), BILINEAR)
+    elif kind == "blur":
+        pil = pil.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.5, 2.0))))
+    elif kind == "jpeg":
+        encoded = io.BytesIO()
+        pil.save(encoded, "JPEG", quality=int(rng.integers(4, 41)))
+        pil = Image.open(encoded)
+    else:
+        pixels = np.asarray(pil, dtype=np.float32)
+        pixels += rng.normal(0.0, float(rng.uniform(8, 45)), pixels.shape).astype(np.float32)
+        pil = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "L")
+    return np.asarray(pil, dtype=np.float32).T[:, :, np.newaxis] / 255.0
 
 
 def _warp(image: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:

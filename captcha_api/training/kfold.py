@@ -142,6 +142,7 @@ def main(args) -> int:
         patience=args.epochs,
         real_repeat=args.real_repeat,
         synthetic_per_epoch=args.synthetic_per_epoch,
+        grabbed=args.grabbed,
         learning_rate=args.learning_rate,
         init_from=Path(args.init_from) if args.init_from else None,
         seed=args.seed,

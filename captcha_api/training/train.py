@@ -19,7 +19,7 @@ from .. import __version__
 from ..core.alphabet import FSSP, PAD, Alphabet
 from ..core.artifact import ModelArtifact, ModelMetadata
 from ..core.decoding import greedy_decode_batch
-from .data import LabelledFolder, augment, encode_labels, load_images, read_labels, split_holdout
+from .data import GRABBED_SHARE, LabelledFolder, augment, encode_labels, load_images, read_labels, split_holdout
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
@@ -60,6 +60,7 @@ class TrainConfig:
     init_from: Path | None = None
     synthetic_strength: float = 0.35
     real_strength: float = 1.0
+    grabbed: float = GRABBED_SHARE  # share of the images (generated and real) made worse as a scraper may grab them
     max_length: int | None = None
     alphabet: str | None = None
 
@@ -128,9 +129,9 @@ class MixedBatches(keras.utils.PyDataset):
         real = self.is_real[ids]
         batch = np.empty((len(ids), *self.x.shape[1:]), dtype=np.float32)
         if (~real).any():
-            batch[~real] = augment(self.x[ids[~real]], rng, self.config.synthetic_strength)
+            batch[~real] = augment(self.x[ids[~real]], rng, self.config.synthetic_strength, self.config.grabbed)
         if real.any():
-            batch[real] = augment(self.x[ids[real]], rng, self.config.real_strength)
+            batch[real] = augment(self.x[ids[real]], rng, self.config.real_strength, self.config.grabbed)
         return batch, self.y[ids]
 
 
