@@ -65,12 +65,7 @@ def _train(args) -> int:
         resume=not args.no_resume,
         init_from=Path(args.init_from) if args.init_from else None,
     )
-    if config.init_from:
-        # Fine-tuning keeps the model's alphabet and lengths: its output layer is sized by them, and a feedback folder
-        # need not hold every character.
-        _, meta = ModelArtifact.starting_point(config.init_from)
-        if meta is not None:
-            config.alphabet, config.max_length = meta.alphabet, meta.max_length
+    config.keep_starting_point()
     train(config)
     return 0
 

@@ -18,6 +18,7 @@ from ..core.artifact import ModelArtifact
 from ..core.preprocess import preprocess_batch
 from ..core.runtime import Recognizer
 from .data import read_labels
+from .kfold import row as pool_row
 from .sheet import SheetRow, draw
 
 log = logging.getLogger(__name__)
@@ -218,7 +219,8 @@ def evaluate(
         batch_size=batch_size,
     )
     mistakes = [(p.name, t, r.text, round(r.confidence, 3)) for p, t, r in zip(paths, truths, readings) if t != r.text]
-    return figures, mistakes
+    rows = [pool_row(recognizer, p.name, "clean", t, r) for p, t, r in zip(paths, truths, readings)]
+    return figures, mistakes, rows
 
 
 RECORDED = (
@@ -310,12 +312,13 @@ def main(args) -> int:
         figures.update(ms_per_image=None, ms_per_image_batch1=None, batch_size=None, runtime="onnx")
         mistakes = [(r.file, r.label, r.reading, round(r.confidence, 3)) for r in clean if r.reading != r.label]
     else:
-        figures, mistakes = evaluate(
+        figures, mistakes, rows = evaluate(
             args.model, [Path(d) for d in args.data], args.runtime, files, args.batch_size, relabel
         )
-        recognizer = Recognizer(args.model, args.runtime)
-        paths, truths = labelled_paths([Path(d) for d in args.data], files, relabel)
-        rows = read_rows(recognizer, list(zip(paths, truths)), kinds)
+        if kinds:
+            recognizer = Recognizer(args.model, args.runtime)
+            paths, truths = labelled_paths([Path(d) for d in args.data], files, relabel)
+            rows += read_rows(recognizer, list(zip(paths, truths)), kinds)
     figures["confidence"] = pool_figures(rows)
     if getattr(args, "ddddocr", False):
         paths, truths = labelled_paths([Path(d) for d in args.data], files, relabel)

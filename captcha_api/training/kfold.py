@@ -106,31 +106,35 @@ def pooled(work_dir: Path, kinds: tuple[str, ...] = (), runtime: str = "onnx") -
         if not (model.folder / "done").is_file():
             raise ValueError(f"fold {index} of {work_dir} is not trained yet: run `captcha-ocr kfold` to finish it")
         recognizer = Recognizer(model.base, runtime)
-        rows.extend(read_rows(recognizer, [by_name[n] for n in names], kinds, index))
+        rows.extend(read_rows(recognizer, [by_name[n] for n in names], ("clean", *kinds), index))
     return rows
 
 
 def read_rows(recognizer: Recognizer, labelled: list[tuple[Path, str]], kinds: tuple[str, ...], fold: int = -1):
-    """Rows for these (path, label) pairs read by `recognizer`, as they come and degraded by each of `kinds`."""
+    """Rows for these (path, label) pairs read by `recognizer` as each of `kinds` makes them: "clean" (as they come)
+    or a degradation's name."""
     rows = []
-    for kind in ("clean", *kinds):
+    for kind in kinds:
         for start in range(0, len(labelled), BATCH):
             chunk = labelled[start : start + BATCH]
             blobs = [p.read_bytes() if kind == "clean" else degrade(p.read_bytes(), kind, p.name) for p, _ in chunk]
-            for (path, label), reading in zip(chunk, recognizer.read_arrays(preprocess_batch(blobs))):
-                refusal = recognizer.verdict(reading, None, 0.0)
-                rows.append(
-                    Row(
-                        path.name,
-                        kind,
-                        label,
-                        reading.text,
-                        round(float(reading.confidence), 6),
-                        None if refusal is None else refusal.code,
-                        fold,
-                    )
-                )
+            readings = recognizer.read_arrays(preprocess_batch(blobs))
+            rows.extend(row(recognizer, path.name, kind, label, r, fold) for (path, label), r in zip(chunk, readings))
     return rows
+
+
+def row(recognizer: Recognizer, file: str, kind: str, label: str, reading, fold: int = -1) -> Row:
+    """The Row of one reading (runtime.Reading) of `recognizer`, judged as the service answers it."""
+    refusal = recognizer.verdict(reading, None, 0.0)
+    return Row(
+        file,
+        kind,
+        label,
+        reading.text,
+        round(float(reading.confidence), 6),
+        None if refusal is None else refusal.code,
+        fold,
+    )
 
 
 def main(args) -> int:
@@ -147,10 +151,7 @@ def main(args) -> int:
         init_from=Path(args.init_from) if args.init_from else None,
         seed=args.seed,
     )
-    if base.init_from:
-        _, meta = ModelArtifact.starting_point(base.init_from)
-        if meta is not None:
-            base.alphabet, base.max_length = meta.alphabet, meta.max_length
+    base.keep_starting_point()
     work_dir = Path(args.work_dir)
     models = train_folds(Path(args.data), args.folds, work_dir, base, args.seed)
     print(f"{len(models)} fold models in {work_dir}: read their held-out folds with")

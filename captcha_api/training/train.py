@@ -64,6 +64,14 @@ class TrainConfig:
     max_length: int | None = None
     alphabet: str | None = None
 
+    def keep_starting_point(self) -> None:
+        """Fine-tuning keeps the starting model's alphabet and lengths: its output layer is sized by them, and a
+        feedback folder need not hold every character."""
+        if self.init_from:
+            _, meta = ModelArtifact.starting_point(self.init_from)
+            if meta is not None:
+                self.alphabet, self.max_length = meta.alphabet, meta.max_length
+
 
 SAMPLES_PER_EPOCH = 16000
 MAX_EPOCHS = 300
@@ -398,7 +406,7 @@ def finish(keras_path: Path, real_folders: list[Path], has_holdout: bool) -> Non
         return
     artifact = ModelArtifact.at(keras_path)
     meta = artifact.metadata()
-    figures, mistakes = evaluate(artifact.onnx, real_folders, "onnx", set(meta.training["holdout_files"]))
+    figures, mistakes, _ = evaluate(artifact.onnx, real_folders, "onnx", set(meta.training["holdout_files"]))
     record(keras_path, "validation", figures, holdout=True)
     report = {"held_out": figures, "mistakes": mistakes}
     (artifact.folder / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
